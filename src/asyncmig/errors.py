@@ -1,0 +1,333 @@
+"""The exceptions asyncmig raises: one tree under :class:`AsyncmigError`.
+
+Every error carries structured fields (not only a message) so that the CLI can render
+it, emit it as JSON, and map it to an exit code; driver exceptions are wrapped, never
+leaked, and kept as ``__cause__``::
+
+    AsyncmigError                          exit code
+    ├── ConfigError                        2  bad option, config file or environment
+    ├── MigrationFileError                 3  a file on disk is wrong (path, line, column)
+    │   ├── FileNameError                     name is not <version>_<name>.sql
+    │   ├── DuplicateVersionError             two files share a version's integer value
+    │   ├── AmbiguousRollbackError            more than one rollback file for a version
+    │   ├── EncodingError                     not strict UTF-8 (byte offset)
+    │   ├── DirectiveError                    unknown or malformed ``-- asyncmig:`` line
+    │   ├── SplitError                        unterminated construct, psql meta-command
+    │   ├── TransactionControlError           BEGIN/COMMIT/ROLLBACK inside a file
+    │   └── MissingDirectiveError             non-transactional statement without
+    │                                         ``-- asyncmig: no-transaction``
+    ├── ValidationError                    3  disk and history disagree
+    │   ├── ChecksumMismatchError             an applied file was edited
+    │   ├── OutOfOrderError                   pending version older than an applied one
+    │   ├── MissingFileError                  applied version whose file is gone
+    │   └── ResumeRequiredError               a no-transaction migration stopped half-way
+    ├── LockError                          4
+    │   ├── LockTimeoutError                  not acquired in time (names the holder)
+    │   └── LockLostError                     lock or its connection gone mid-run
+    ├── DatabaseUnreachableError           5  cannot connect (password never shown)
+    ├── ConnectionPoolingError             2  not a direct connection (PgBouncer)
+    ├── MigrationError                     1  a statement failed; migration rolled back
+    │   ├── MigrationTimeoutError             the migration's deadline passed
+    │   └── RollbackFailedError               a rollback file failed
+    └── RollbackUnavailableError           1  no rollback file and no stored SQL
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+
+class AsyncmigError(Exception):
+    """Base of every error asyncmig raises on purpose."""
+
+    exit_code: ClassVar[int] = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_dict(self) -> dict[str, Any]:
+        """The error as JSON-ready fields (``type``, ``message`` and the subclass's own)."""
+        out: dict[str, Any] = {"type": type(self).__name__, "message": self.message}
+        for key, value in vars(self).items():
+            if key == "message" or key.startswith("_"):
+                continue
+            out[key] = _jsonable(value)
+        return out
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    return value
+
+
+class ConfigError(AsyncmigError):
+    """An option, config file or environment variable is invalid."""
+
+    exit_code = 2
+
+
+class MigrationFileError(AsyncmigError):
+    """A migration file on disk is wrong. ``line``/``column`` are 1-based, or None."""
+
+    exit_code = 3
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: Path | str | None = None,
+        line: int | None = None,
+        column: int | None = None,
+    ) -> None:
+        self.path = Path(path) if path is not None else None
+        self.line = line
+        self.column = column
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        where = ""
+        if self.path is not None:
+            where = str(self.path)
+            if self.line is not None:
+                where += f":{self.line}"
+                if self.column is not None:
+                    where += f":{self.column}"
+            where += ": "
+        return where + self.message
+
+
+class FileNameError(MigrationFileError):
+    """A file in the migrations directory does not follow ``<version>_<name>.sql``."""
+
+
+class DuplicateVersionError(MigrationFileError):
+    """Two forward files have versions with the same integer value."""
+
+
+class AmbiguousRollbackError(MigrationFileError):
+    """More than one rollback file starts with the same ``<version>_``."""
+
+
+class EncodingError(MigrationFileError):
+    """The file is not valid UTF-8; ``byte_offset`` names the first bad byte."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: Path | str | None = None,
+        line: int | None = None,
+        column: int | None = None,
+        byte_offset: int | None = None,
+    ) -> None:
+        self.byte_offset = byte_offset
+        super().__init__(message, path=path, line=line, column=column)
+
+
+class DirectiveError(MigrationFileError):
+    """An ``-- asyncmig:`` directive is unknown or malformed."""
+
+
+class SplitError(MigrationFileError):
+    """The file cannot be split into statements (unterminated construct, meta-command)."""
+
+
+class TransactionControlError(MigrationFileError):
+    """Transaction control inside a file other than a dropped outer BEGIN/COMMIT."""
+
+
+class MissingDirectiveError(MigrationFileError):
+    """A statement that cannot run in a transaction, in a file without the directive."""
+
+
+class ValidationError(AsyncmigError):
+    """The files on disk and the history table disagree."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, *, version: int | None = None) -> None:
+        self.version = version
+        super().__init__(message)
+
+
+class ChecksumMismatchError(ValidationError):
+    """An applied migration's file changed since it was applied."""
+
+    def __init__(
+        self, message: str, *, version: int, expected: str, actual: str, path: Path | None
+    ) -> None:
+        self.expected = expected
+        self.actual = actual
+        self.path = path
+        super().__init__(message, version=version)
+
+
+class OutOfOrderError(ValidationError):
+    """A pending migration is older than the newest applied one."""
+
+
+class MissingFileError(ValidationError):
+    """A version recorded as applied has no file on disk."""
+
+
+class ResumeRequiredError(ValidationError):
+    """A no-transaction migration failed after some statements; resume or repair."""
+
+    exit_code = 1
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        version: int,
+        statements_done: int,
+        invalid_indexes: Sequence[str] = (),
+    ) -> None:
+        self.statements_done = statements_done
+        self.invalid_indexes = list(invalid_indexes)
+        super().__init__(message, version=version)
+
+
+@dataclass(frozen=True, slots=True)
+class LockHolder:
+    """Who holds the migration lock, as published in ``_migration_locks``."""
+
+    backend_pid: int | None
+    host: str | None = None
+    pid: int | None = None
+    user: str | None = None
+    since: str | None = None
+    heartbeat_at: str | None = None
+    version: int | None = None
+    statement: str | None = None
+
+    def describe(self) -> str:
+        parts = []
+        if self.host or self.pid:
+            parts.append(f"host {self.host or '?'} pid {self.pid or '?'}")
+        parts.append(f"backend pid {self.backend_pid if self.backend_pid is not None else '?'}")
+        if self.since:
+            parts.append(f"since {self.since}")
+        if self.version is not None:
+            parts.append(f"running version {self.version}")
+        return ", ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "backend_pid": self.backend_pid,
+            "host": self.host,
+            "pid": self.pid,
+            "user": self.user,
+            "since": self.since,
+            "heartbeat_at": self.heartbeat_at,
+            "version": self.version,
+            "statement": self.statement,
+        }
+
+
+class LockError(AsyncmigError):
+    """The migration lock could not be taken or was lost."""
+
+    exit_code = 4
+
+
+class LockTimeoutError(LockError):
+    """The lock was not acquired within the timeout; ``holder`` says who has it."""
+
+    def __init__(self, message: str, *, holder: LockHolder | None, waited_s: float) -> None:
+        self.holder = holder
+        self.waited_s = waited_s
+        super().__init__(message)
+
+
+class LockLostError(LockError):
+    """The lock or its dedicated connection disappeared during a run."""
+
+
+class DatabaseUnreachableError(AsyncmigError):
+    """The database could not be reached (the DSN's password is never included)."""
+
+    exit_code = 5
+
+
+class ConnectionPoolingError(AsyncmigError):
+    """The connection is not a direct one (e.g. PgBouncer in transaction mode)."""
+
+    exit_code = 2
+
+
+class MigrationError(AsyncmigError):
+    """A statement of a migration failed; the migration was rolled back and recorded.
+
+    ``applied`` lists the versions applied earlier in the same run (they stay applied,
+    except in ``atomic`` mode, where nothing is).
+    """
+
+    exit_code = 1
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        version: int | None = None,
+        path: Path | None = None,
+        line: int | None = None,
+        column: int | None = None,
+        statement_index: int | None = None,
+        sqlstate: str | None = None,
+        detail: str | None = None,
+        hint: str | None = None,
+        server_message: str | None = None,
+        applied: Sequence[int] = (),
+    ) -> None:
+        self.version = version
+        self.path = path
+        self.line = line
+        self.column = column
+        self.statement_index = statement_index
+        self.sqlstate = sqlstate
+        self.detail = detail
+        self.hint = hint
+        self.server_message = server_message
+        self.applied = list(applied)
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        where = ""
+        if self.path is not None:
+            where = f"{self.path}"
+            if self.line is not None:
+                where += f":{self.line}"
+                if self.column is not None:
+                    where += f":{self.column}"
+            where += ": "
+        return where + self.message
+
+
+class MigrationTimeoutError(MigrationError):
+    """The migration's deadline passed; its running statement was cancelled."""
+
+
+class RollbackFailedError(MigrationError):
+    """A rollback failed; every rollback of the same transaction was undone."""
+
+
+class RollbackUnavailableError(AsyncmigError):
+    """No rollback file on disk and no rollback SQL stored in history."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, version: int) -> None:
+        self.version = version
+        super().__init__(message)
