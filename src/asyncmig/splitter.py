@@ -1,0 +1,698 @@
+"""Split a migration file into statements exactly where psql would.
+
+:func:`split_statements` is a pure function over the file's text. It tracks the states
+psql's lexer (``psqlscan.l``) tracks, and nothing more:
+
+* ``--`` comments (to the end of the line, or of the file) and nested ``/* /* */ */``
+  comments;
+* quoted strings: ``'…'`` with ``''``; ``E'…'`` with backslash escapes (``E'it\\'s'``);
+  ``U&'…'``, ``B'…'``, ``X'…'`` and ``N'…'``; the SQL rule that two strings separated by
+  whitespace containing a newline are one string (which matters only for escape
+  strings: ``E'a'`` newline ``'\\''`` is still read with backslash escapes);
+* quoted identifiers ``"…"`` with ``""``, and ``U&"…"``;
+* dollar quotes ``$$…$$`` and ``$tag$…$tag$`` (only the same tag closes; ``$1`` is a
+  parameter; a ``$`` inside an identifier such as ``a$b`` opens nothing);
+* parenthesis depth: a ``;`` inside parentheses (``CREATE RULE … DO ( …; … )``) does not
+  end the statement;
+* SQL-standard routine bodies: in ``CREATE [OR REPLACE] FUNCTION|PROCEDURE`` the pair
+  ``BEGIN ATOMIC`` opens a body in which ``;`` does not split; ``CASE … END`` nests
+  inside it and ``END`` closes it;
+* ``COPY … FROM STDIN``: the lines after the statement, up to a line ``\\.``, are its
+  data (:attr:`Statement.copy_data`), sent with the COPY, never split;
+* ``standard_conforming_strings``: after ``SET [SESSION] standard_conforming_strings``
+  ``= off`` (or ``TO off``, ``'off'``, ``false``, …) plain ``'…'`` strings are read with
+  backslash escapes, as psql does once the server reports the change; ``= on``,
+  ``DEFAULT``, ``RESET standard_conforming_strings`` and ``RESET ALL`` switch back.
+
+Speed comes from never looking at ordinary characters: one compiled regular expression
+jumps from one interesting character to the next (``;``, quotes, ``$``, parentheses,
+comment starts, backslash), and consumes a whole parenthesised group without nested
+parentheses (a row of a multi-row ``INSERT``) in one match. Words are looked at only at
+the start of a statement and, in ``CREATE FUNCTION|PROCEDURE`` statements, to find
+``BEGIN ATOMIC``/``CASE``/``END``.
+
+Where asyncmig deliberately differs from psql
+--------------------------------------------
+* psql counts *every* word ``begin`` at parenthesis depth 0 in a ``CREATE FUNCTION``
+  statement as the start of a body, so ``CREATE FUNCTION f(begin int) … RETURN begin;``
+  swallows the following statements. asyncmig opens a body only at the keyword pair
+  ``BEGIN ATOMIC``.
+* psql ends COPY data at end of file; asyncmig requires the ``\\.`` line (a missing one
+  is almost always a truncated file) and raises :class:`~asyncmig.errors.SplitError`.
+* Text after ``COPY … FROM STDIN;`` on the same line (psql would run it after the data)
+  is an error.
+* An unclosed ``(`` at the end of the file is an error naming where it was opened (psql
+  would send everything after it as one statement, which can only fail on the server,
+  far from the mistake). A last statement without ``;`` is otherwise a statement.
+* ``SET LOCAL standard_conforming_strings`` and ``set_config(…)`` are not followed (psql
+  follows the server's reports); a server whose default is ``off`` is not supported.
+* A backslash outside quotes is a psql meta-command and an error, except lines
+  ``\\restrict …`` / ``\\unrestrict …`` between statements (written by recent pg_dump),
+  which are skipped.
+* Lines are counted at ``\\n`` (so CRLF is one line break); a lone ``\\r`` ends a ``--``
+  comment, as in psql, but does not start a new line for line numbers. A leading
+  U+FEFF (byte order mark) counts as whitespace.
+
+Errors are :class:`~asyncmig.errors.SplitError` with the file, and the line and column
+of what is left open ("unterminated dollar quote $fn$ opened at 12:5").
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+from dataclasses import dataclass
+
+from .errors import SplitError
+
+__all__ = ["Statement", "split_statements"]
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """One statement of a file, as psql would send it.
+
+    ``text`` runs from the first token through the terminating ``;`` (or the last token
+    of a last statement without one); comments inside are kept. For ``COPY … FROM
+    STDIN`` it is the COPY command only; the data lines are in ``copy_data``.
+    ``line``/``column`` (1-based, in characters) and ``offset`` (0-based) locate its
+    first token; ``end_line`` is the line of its last character.
+    """
+
+    text: str
+    line: int
+    column: int
+    offset: int
+    end_line: int
+    transaction_control: bool = False
+    no_transaction: bool = False
+    copy_from_stdin: bool = False
+    copy_data: str | None = None
+    keyword: str = ""
+
+    def position(self, server_position: int) -> tuple[int, int]:
+        """Map PostgreSQL's 1-based character error position in ``text`` to (line, column)."""
+        index = min(max(server_position, 1), len(self.text) + 1) - 1
+        newlines = self.text.count("\n", 0, index)
+        if newlines == 0:
+            return self.line, self.column + index
+        return self.line + newlines, index - self.text.rfind("\n", 0, index)
+
+
+# ---------------------------------------------------------------------------- patterns
+
+_IDENT_CHARS = "A-Za-z0-9_$\x80-\U0010ffff"
+_ASCII_IDENT = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_$")
+
+# A parenthesised group without nested parentheses, comments, dollar quotes, escape
+# strings or backslashes: consumed in one match, depth unchanged. Anything else in it
+# makes this alternative fail and the scanner falls back to the single "(".
+_GROUP = r"\((?:[^'\"$()\\\-/]++|(?<![Ee])'[^']*+'|\"[^\"]*+\"|-(?!-)|/(?!\*))*+\)"
+# Every alternative starts with a literal character, so the regex engine can skip
+# uninteresting characters without trying each alternative.
+_COMMON = r"|\(|\)|\"[^\"]*+\"|\"|;|\$|\\|--[^\n\r]*+|/\*"
+_WORDS = rf"|(?<![{_IDENT_CHARS}])(?i:begin|case|end)(?![{_IDENT_CHARS}])"
+_SCAN_STD = re.compile(_GROUP + r"|'[^']*+'|'" + _COMMON)
+_SCAN_STD_FN = re.compile(_GROUP + r"|'[^']*+'|'" + _COMMON + _WORDS)
+# standard_conforming_strings off: every "'" is looked at (plain strings take escapes).
+_SCAN_EXT = re.compile(r"'" + _COMMON)
+_SCAN_EXT_FN = re.compile(r"'" + _COMMON + _WORDS)
+
+_STD_STRING = re.compile(r"'[^']*+'")
+_ESC_STRING = re.compile(r"'(?:[^'\\]++|\\.|'')*+'", re.DOTALL)
+# psql's {quotecontinue}: whitespace with at least one newline, then a quote.
+_QUOTE_CONTINUE = re.compile(
+    r"(?:[ \t\f]++|--[^\n\r]*+)*+[\n\r](?:[ \t\n\r\f]++|--[^\n\r]*+[\n\r])*+'"
+)
+_DOLLAR_TAG = re.compile(r"\$(?:[A-Za-z_\x80-\U0010ffff][A-Za-z0-9_\x80-\U0010ffff]*+)?\$")
+_BLOCK_COMMENT_TOKEN = re.compile(r"/\*|\*/")
+_SPACE = re.compile(r"(?:[ \t\n\r\f\v\ufeff]++|--[^\n\r]*+)*+")
+_WORD = re.compile(rf"[A-Za-z_\x80-\U0010ffff][{_IDENT_CHARS}]*+")
+_ATOMIC = re.compile(rf"(?i:atomic)(?![{_IDENT_CHARS}])")
+_META = re.compile(r"\\([A-Za-z_]+|[^\sA-Za-z_]?)")
+_COPY_END = re.compile(r"^\\\.\r?(?:\n|\Z)", re.MULTILINE)
+_TOKEN = re.compile(
+    rf"""[A-Za-z_\x80-\U0010ffff][{_IDENT_CHARS}]*+
+    |[EeBbXxNn]?'(?:[^'\\]|\\.|'')*'|U&'[^']*'
+    |"(?:[^"]|"")*"|U&"(?:[^"]|"")*"
+    |\$(?:[A-Za-z_]\w*)?\$|[0-9]+|\S""",
+    re.VERBOSE | re.DOTALL,
+)
+_HAS_CONCURRENTLY = re.compile(r"(?i)concurrently")
+
+_TRANSACTION_CONTROL = frozenset(
+    {
+        "BEGIN",
+        "START TRANSACTION",
+        "COMMIT",
+        "END",
+        "ROLLBACK",
+        "ABORT",
+        "PREPARE TRANSACTION",
+        "COMMIT PREPARED",
+        "ROLLBACK PREPARED",
+    }
+)
+_CREATE_MODIFIERS = frozenset(
+    {
+        "OR",
+        "REPLACE",
+        "UNIQUE",
+        "TEMP",
+        "TEMPORARY",
+        "UNLOGGED",
+        "GLOBAL",
+        "LOCAL",
+        "TRUSTED",
+        "PROCEDURAL",
+        "DEFAULT",
+        "RECURSIVE",
+        "CONSTRAINT",
+    }
+)
+_TWO_WORD_OBJECTS = frozenset({"MATERIALIZED", "FOREIGN", "EVENT", "USER", "ACCESS"})
+_ALWAYS_NO_TRANSACTION = frozenset(
+    {
+        "VACUUM",
+        "CREATE DATABASE",
+        "DROP DATABASE",
+        "CREATE TABLESPACE",
+        "DROP TABLESPACE",
+        "ALTER SYSTEM",
+        "CREATE SUBSCRIPTION",
+        "DROP SUBSCRIPTION",
+    }
+)
+_SPACE_CHARS = frozenset(" \t\n\r\f\v\ufeff")
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _line_col(text: str, pos: int) -> tuple[int, int]:
+    line = text.count("\n", 0, pos) + 1
+    return line, pos - text.rfind("\n", 0, pos)
+
+
+def _error(message: str, text: str, pos: int, path: str | os.PathLike[str] | None) -> SplitError:
+    line, column = _line_col(text, pos)
+    return SplitError(
+        message, path=os.fspath(path) if path is not None else None, line=line, column=column
+    )
+
+
+def _opened_at(text: str, pos: int) -> str:
+    line, column = _line_col(text, pos)
+    return f"{line}:{column}"
+
+
+def _is_ident_char(c: str) -> bool:
+    return c in _ASCII_IDENT or c >= "\x80"
+
+
+def _token_starts_at(text: str, lo: int, q: int) -> bool:
+    """Does psql's lexer start a new token at ``q``? (``lo``: a known token boundary.)
+
+    Only the run of identifier characters before ``q`` matters: an identifier absorbs
+    letters, digits and ``$``; a number or a ``$1`` parameter does not absorb letters.
+    """
+    r = q
+    while r > lo and _is_ident_char(text[r - 1]):
+        r -= 1
+    i = r
+    while i < q:
+        ch = text[i]
+        if ch == "$":
+            i += 1
+            if i < q and text[i].isdigit():  # parameter $1
+                while i < q and text[i].isdigit():
+                    i += 1
+            elif i < q and text[i] != "$":  # "$abc": psql keeps only "$", then an identifier
+                return False
+        elif "0" <= ch <= "9":
+            while i < q and "0" <= text[i] <= "9":
+                i += 1
+        else:
+            return False  # an identifier runs on through q
+    return True
+
+
+def _skip_block_comment(text: str, start: int, path: str | os.PathLike[str] | None) -> int:
+    depth = 0
+    pos = start + 2
+    search = _BLOCK_COMMENT_TOKEN.search
+    while True:
+        m = search(text, pos)
+        if m is None:
+            raise _error(
+                f"unterminated /* comment opened at {_opened_at(text, start)}", text, start, path
+            )
+        if m.group() == "/*":
+            depth += 1
+        elif depth == 0:
+            return m.end()
+        else:
+            depth -= 1
+        pos = m.end()
+
+
+def _skip_space(text: str, pos: int, path: str | os.PathLike[str] | None) -> int:
+    """Skip whitespace and comments of both kinds."""
+    while True:
+        pos = _SPACE.match(text, pos).end()  # type: ignore[union-attr]  # always matches
+        if text.startswith("/*", pos):
+            pos = _skip_block_comment(text, pos, path)
+        else:
+            return pos
+
+
+def _escape_string_end(text: str, start: int, path: str | os.PathLike[str] | None) -> int:
+    """End of an escape string (``E'…'``) whose quote is at ``start``, continuations included."""
+    pos = start
+    while True:
+        m = _ESC_STRING.match(text, pos)
+        if m is None:
+            raise _error(
+                f"unterminated quoted string opened at {_opened_at(text, start)}",
+                text,
+                start,
+                path,
+            )
+        cont = _QUOTE_CONTINUE.match(text, m.end())
+        if cont is None:
+            return m.end()
+        pos = cont.end() - 1
+
+
+def _head_words(text: str, pos: int, limit: int) -> list[str]:
+    """The first ``limit`` words from ``pos`` (uppercased), stopping at a non-word."""
+    words: list[str] = []
+    while len(words) < limit:
+        m = _WORD.match(text, pos)
+        if m is None:
+            break
+        words.append(m.group().upper())
+        pos = _SPACE.match(text, m.end()).end()  # type: ignore[union-attr]
+        if text.startswith("/*", pos):
+            try:
+                pos = _skip_space(text, pos, None)
+            except SplitError:
+                break
+    return words
+
+
+def _tokens(text: str) -> list[str]:
+    """Tokens of a statement (words uppercased, comments dropped) for classification."""
+    out: list[str] = []
+    pos = 0
+    n = len(text)
+    while True:
+        try:
+            pos = _skip_space(text, pos, None)
+        except SplitError:
+            return out
+        if pos >= n:
+            return out
+        m = _TOKEN.match(text, pos)
+        if m is None:  # pragma: no cover - _TOKEN matches any non-space character
+            return out
+        tok = m.group()
+        out.append(tok.upper() if _WORD.fullmatch(tok) else tok)
+        pos = m.end()
+
+
+def _keyword(words: list[str]) -> str:
+    if not words:
+        return ""
+    first = words[0]
+    rest = words[1:]
+    if first in ("CREATE", "DROP", "ALTER"):
+        if first == "CREATE":
+            while rest and rest[0] in _CREATE_MODIFIERS:
+                rest = rest[1:]
+        if not rest:
+            return first
+        obj = rest[0]
+        if obj in _TWO_WORD_OBJECTS and len(rest) > 1:
+            if obj == "FOREIGN" and rest[1] == "DATA":
+                return f"{first} FOREIGN DATA WRAPPER"
+            return f"{first} {obj} {rest[1]}"
+        if obj == "TEXT" and len(rest) > 2:
+            return f"{first} TEXT SEARCH {rest[2]}"
+        if obj == "OPERATOR" and len(rest) > 1 and rest[1] in ("CLASS", "FAMILY"):
+            return f"{first} OPERATOR {rest[1]}"
+        return f"{first} {obj}"
+    if first == "START" and rest[:1] == ["TRANSACTION"]:
+        return "START TRANSACTION"
+    if first in ("COMMIT", "ROLLBACK") and rest[:1] == ["PREPARED"]:
+        return f"{first} PREPARED"
+    if first == "ROLLBACK" and "TO" in rest[:2]:
+        return "ROLLBACK TO SAVEPOINT"
+    if first == "PREPARE" and rest[:1] == ["TRANSACTION"]:
+        return "PREPARE TRANSACTION"
+    return first
+
+
+def _no_transaction(keyword: str, words: list[str], text: str) -> bool:
+    """Can this statement not run inside a transaction block?"""
+    if keyword in _ALWAYS_NO_TRANSACTION:
+        return True
+    if keyword in ("CREATE INDEX", "DROP INDEX"):
+        rest = words[words.index("INDEX") + 1 :] if "INDEX" in words else []
+        return rest[:1] == ["CONCURRENTLY"]
+    if keyword == "REINDEX":
+        tokens = _tokens(text)
+        target = [t for t in tokens[1:] if t[:1].isalpha()]
+        return "CONCURRENTLY" in tokens or target[:1] in (["DATABASE"], ["SYSTEM"])
+    if keyword == "DISCARD":
+        return words[1:2] == ["ALL"]
+    if keyword == "CLUSTER":
+        tokens = [t for t in _tokens(text)[1:] if t not in (";", "VERBOSE")]
+        if tokens[:1] == ["("]:
+            tokens = tokens[tokens.index(")") + 1 :] if ")" in tokens else []
+        return not tokens
+    if keyword == "ALTER TABLE":
+        if _HAS_CONCURRENTLY.search(text) is None:
+            return False
+        tokens = _tokens(text)
+        return "DETACH" in tokens and "CONCURRENTLY" in tokens
+    if keyword == "ALTER DATABASE":
+        tokens = _tokens(text)
+        return any(pair == ("SET", "TABLESPACE") for pair in itertools.pairwise(tokens))
+    if keyword == "ALTER SUBSCRIPTION":
+        tokens = _tokens(text)
+        return "REFRESH" in tokens or "PUBLICATION" in tokens
+    return False
+
+
+def _copy_from_stdin(text: str) -> bool:
+    depth = 0
+    previous = ""
+    for tok in _tokens(text):
+        if tok == "(":
+            depth += 1
+        elif tok == ")":
+            depth -= 1
+        elif depth == 0 and previous == "FROM" and tok == "STDIN":
+            return True
+        previous = tok if depth == 0 else ""
+    return False
+
+
+def _parse_bool(value: str) -> bool | None:
+    """PostgreSQL's parse_bool: unique prefixes of true/false/yes/no, on/off, 1/0."""
+    v = value.strip().lower()
+    if not v:
+        return None
+    if "true".startswith(v) or "yes".startswith(v) or v == "1":
+        return True
+    if "false".startswith(v) or "no".startswith(v) or v == "0":
+        return False
+    if len(v) >= 2 and "on".startswith(v) and v != "o":
+        return True
+    if len(v) >= 2 and "off".startswith(v):
+        return False
+    return None
+
+
+def _standard_strings_after(keyword: str, text: str, current: bool) -> bool:
+    """The value of standard_conforming_strings after a SET / RESET statement."""
+    tokens = _tokens(text)
+    if keyword == "RESET":
+        if tokens[1:2] in (["STANDARD_CONFORMING_STRINGS"], ["ALL"]):
+            return True
+        return current
+    rest = tokens[1:]
+    if rest[:1] == ["SESSION"]:
+        rest = rest[1:]
+    if rest[:1] != ["STANDARD_CONFORMING_STRINGS"] or len(rest) < 3 or rest[1] not in ("=", "TO"):
+        return current
+    value = rest[2]
+    if value == "DEFAULT":
+        return True
+    if value.startswith("'") and value.endswith("'") and len(value) >= 2:
+        value = value[1:-1]
+    parsed = _parse_bool(value)
+    return current if parsed is None else parsed
+
+
+# ---------------------------------------------------------------------------- splitting
+
+
+def split_statements(text: str, *, path: str | os.PathLike[str] | None = None) -> list[Statement]:
+    """Split ``text`` into statements exactly where psql would (see the module docstring).
+
+    Raises :class:`~asyncmig.errors.SplitError` for an unterminated construct or a psql
+    meta-command. A file of only whitespace and comments gives ``[]``.
+    """
+    statements: list[Statement] = []
+    n = len(text)
+    pos = 0
+    std_strings = True
+    line_no = 1
+    line_pos = 0
+    while True:
+        pos = _skip_space(text, pos, path)
+        if pos >= n:
+            return statements
+        first = text[pos]
+        if first == ";":
+            pos += 1
+            continue
+        if first == "\\":
+            pos = _meta_command(text, pos, path)
+            continue
+
+        start = pos
+        words = _head_words(text, start, 6)
+        function = (
+            len(words) >= 2
+            and words[0] == "CREATE"
+            and (
+                words[1] in ("FUNCTION", "PROCEDURE")
+                or (words[1:3] == ["OR", "REPLACE"] and words[3:4] in (["FUNCTION"], ["PROCEDURE"]))
+            )
+        )
+        end, pos = _scan(text, start, std_strings, function, path)
+
+        line_no += text.count("\n", line_pos, start)
+        line_pos = start
+        column = start - text.rfind("\n", 0, start)
+        stmt_text = text[start:end]
+        keyword = _keyword(words)
+        copy = keyword == "COPY" and _copy_from_stdin(stmt_text)
+        copy_data: str | None = None
+        if copy:
+            copy_data, pos = _copy_data(text, end, pos, start, path)
+        statements.append(
+            Statement(
+                stmt_text,
+                line_no,
+                column,
+                start,
+                line_no + stmt_text.count("\n", 0, len(stmt_text) - 1),
+                keyword in _TRANSACTION_CONTROL,
+                _no_transaction(keyword, words, stmt_text),
+                copy,
+                copy_data,
+                keyword,
+            )
+        )
+        if keyword in ("SET", "RESET"):
+            std_strings = _standard_strings_after(keyword, stmt_text, std_strings)
+
+
+def _meta_command(text: str, pos: int, path: str | os.PathLike[str] | None) -> int:
+    """Skip a ``\\restrict``/``\\unrestrict`` line; any other meta-command is an error."""
+    m = _META.match(text, pos)
+    name = m.group(1) if m else ""
+    if name in ("restrict", "unrestrict"):
+        eol = text.find("\n", pos)
+        return len(text) if eol < 0 else eol + 1
+    line, _ = _line_col(text, pos)
+    raise _error(
+        f"psql meta-command \\{name} at line {line} is not supported in migrations; remove it",
+        text,
+        pos,
+        path,
+    )
+
+
+def _scan(
+    text: str,
+    start: int,
+    std_strings: bool,
+    function: bool,
+    path: str | os.PathLike[str] | None,
+) -> tuple[int, int]:
+    """Scan one statement from its first token: (end of its text, where to go on)."""
+    if std_strings:
+        search = (_SCAN_STD_FN if function else _SCAN_STD).search
+    else:
+        search = (_SCAN_EXT_FN if function else _SCAN_EXT).search
+    opened: list[int] = []  # positions of "(" not yet closed
+    comments: list[tuple[int, int]] = []
+    atomic = 0
+    atomic_at = -1
+    lo = start  # a position where psql's lexer is known to start a token
+    p = start
+    while True:
+        m = search(text, p)
+        if m is None:
+            break
+        s = m.start()
+        e = m.end()
+        c = text[s]
+        if c == ";":
+            if not opened and not atomic:
+                return e, e
+            p = lo = e
+        elif c == "(":
+            if e - s == 1:
+                opened.append(s)
+            p = lo = e
+        elif c == ")":
+            if opened:
+                opened.pop()
+            p = lo = e
+        elif c == "'":
+            kind = ""
+            if s > lo:
+                before = text[s - 1]
+                if before in "EeBbXxNn" and _token_starts_at(text, lo, s - 1):
+                    kind = before.upper()
+                elif (
+                    before == "&"
+                    and s - 2 >= lo
+                    and text[s - 2] in "Uu"
+                    and _token_starts_at(text, lo, s - 2)
+                ):
+                    kind = "U"
+            if kind == "E" or (not std_strings and kind in ("", "N")):
+                e = _escape_string_end(text, s, path)
+            elif e - s == 1:
+                sm = _STD_STRING.match(text, s)
+                if sm is None:
+                    raise _error(
+                        f"unterminated quoted string opened at {_opened_at(text, s)}",
+                        text,
+                        s,
+                        path,
+                    )
+                e = sm.end()
+            p = lo = e
+        elif c == '"':
+            if e - s == 1:
+                raise _error(
+                    f"unterminated quoted identifier opened at {_opened_at(text, s)}",
+                    text,
+                    s,
+                    path,
+                )
+            p = lo = e
+        elif c == "$":
+            p = e
+            if s > lo and _is_ident_char(text[s - 1]) and not _token_starts_at(text, lo, s):
+                continue
+            dm = _DOLLAR_TAG.match(text, s)
+            if dm is None:
+                continue
+            tag = dm.group()
+            close = text.find(tag, dm.end())
+            if close < 0:
+                raise _error(
+                    f"unterminated dollar quote {tag} opened at {_opened_at(text, s)}",
+                    text,
+                    s,
+                    path,
+                )
+            p = lo = close + len(tag)
+        elif c == "-":
+            comments.append((s, e))
+            p = lo = e
+        elif c == "/":
+            e = _skip_block_comment(text, s, path)
+            comments.append((s, e))
+            p = lo = e
+        elif c == "\\":
+            m2 = _META.match(text, s)
+            name = m2.group(1) if m2 else ""
+            line, _ = _line_col(text, s)
+            raise _error(
+                f"psql meta-command \\{name} at line {line} is not supported in migrations; "
+                "remove it",
+                text,
+                s,
+                path,
+            )
+        else:  # BEGIN / CASE / END in a CREATE FUNCTION|PROCEDURE statement
+            p = lo = e
+            if opened:
+                continue
+            word = m.group().lower()
+            if word == "begin":
+                am = _ATOMIC.match(text, _skip_space(text, e, path))
+                if am is not None:
+                    if not atomic:
+                        atomic_at = s
+                    atomic += 1
+                    p = lo = am.end()
+            elif word == "case":
+                if atomic:
+                    atomic += 1
+            elif atomic:
+                atomic -= 1
+
+    n = len(text)
+    if atomic:
+        raise _error(
+            f"unterminated BEGIN ATOMIC body opened at {_opened_at(text, atomic_at)}",
+            text,
+            atomic_at,
+            path,
+        )
+    if opened:
+        raise _error(
+            f"unclosed parenthesis opened at {_opened_at(text, opened[-1])}"
+            " (a ';' inside parentheses does not end a statement)",
+            text,
+            opened[-1],
+            path,
+        )
+    # A last statement without ';': it ends with its last token.
+    end = n
+    while True:
+        while end > start and text[end - 1] in _SPACE_CHARS:
+            end -= 1
+        if comments and comments[-1][1] == end:
+            end = comments.pop()[0]
+        else:
+            return end, n
+
+
+def _copy_data(
+    text: str, end: int, pos: int, start: int, path: str | os.PathLike[str] | None
+) -> tuple[str, int]:
+    """The data lines after ``COPY … FROM STDIN`` ending at ``end``: (data, where to go on)."""
+    eol = text.find("\n", end)
+    rest = text[end : len(text) if eol < 0 else eol]
+    if _SPACE.fullmatch(rest) is None:
+        raise _error(
+            "text after COPY ... FROM STDIN on the same line is not supported "
+            f"(COPY at {_opened_at(text, start)}); put it after the '\\.' line",
+            text,
+            end,
+            path,
+        )
+    if end == pos and eol >= 0:  # terminated by ';'
+        data_start = eol + 1
+        m = _COPY_END.search(text, data_start)
+        if m is not None:
+            return text[data_start : m.start()], m.end()
+    raise _error(
+        f"COPY FROM STDIN data not terminated by a line '\\.' (COPY at {_opened_at(text, start)})",
+        text,
+        start,
+        path,
+    )
