@@ -105,10 +105,12 @@ class Statement:
 _IDENT_CHARS = "A-Za-z0-9_$\x80-\U0010ffff"
 _ASCII_IDENT = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_$")
 
-# A parenthesised group without nested parentheses, comments, dollar quotes, escape
-# strings or backslashes: consumed in one match, depth unchanged. Anything else in it
-# makes this alternative fail and the scanner falls back to the single "(".
-_GROUP = r"\((?:[^'\"$()\\\-/]++|(?<![Ee])'[^']*+'|\"[^\"]*+\"|-(?!-)|/(?!\*))*+\)"
+# A parenthesised group (at most one level of nested parentheses) without comments,
+# dollar quotes, escape strings or backslashes: consumed in one match, depth unchanged;
+# a row of a multi-row INSERT, with its now(), is one match. Anything else in it makes
+# this alternative fail and the scanner falls back to the single "(".
+_IN_GROUP = r"[^'\"$()\\\-/]++|(?<![Ee])'[^']*+'|\"[^\"]*+\"|-(?!-)|/(?!\*)"
+_GROUP = rf"\((?:{_IN_GROUP}|\((?:{_IN_GROUP})*+\))*+\)"
 # Every alternative starts with a literal character, so the regex engine can skip
 # uninteresting characters without trying each alternative.
 _COMMON = r"|\(|\)|\"[^\"]*+\"|\"|;|\$|\\|--[^\n\r]*+|/\*"
@@ -280,6 +282,30 @@ def _escape_string_end(text: str, start: int, path: str | os.PathLike[str] | Non
                 path,
             )
         cont = _QUOTE_CONTINUE.match(text, m.end())
+        if cont is None:
+            return m.end()
+        pos = cont.end() - 1
+
+
+def _standard_string_end(
+    text: str, start: int, continued: bool, path: str | os.PathLike[str] | None
+) -> int:
+    """End of a string without escapes; with ``continued``, continuations included.
+
+    (Only needed when the continuation would otherwise be read as an escape string:
+    ``B'1'`` newline ``'\\'`` after ``standard_conforming_strings = off``.)
+    """
+    pos = start
+    while True:
+        m = _STD_STRING.match(text, pos)
+        if m is None:
+            raise _error(
+                f"unterminated quoted string opened at {_opened_at(text, start)}",
+                text,
+                start,
+                path,
+            )
+        cont = _QUOTE_CONTINUE.match(text, m.end()) if continued else None
         if cont is None:
             return m.end()
         pos = cont.end() - 1
@@ -571,16 +597,8 @@ def _scan(
                     kind = "U"
             if kind == "E" or (not std_strings and kind in ("", "N")):
                 e = _escape_string_end(text, s, path)
-            elif e - s == 1:
-                sm = _STD_STRING.match(text, s)
-                if sm is None:
-                    raise _error(
-                        f"unterminated quoted string opened at {_opened_at(text, s)}",
-                        text,
-                        s,
-                        path,
-                    )
-                e = sm.end()
+            elif e - s == 1 or not std_strings:
+                e = _standard_string_end(text, s, not std_strings, path)
             p = lo = e
         elif c == '"':
             if e - s == 1:
