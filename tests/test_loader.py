@@ -5,10 +5,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from asyncmig.errors import (
     AmbiguousRollbackError,
@@ -235,6 +238,24 @@ def test_crlf_cr_and_lf_have_the_same_checksum(tmp_path: Path) -> None:
     loaded = [load_sql_file(p) for p in paths]
     assert {f.text for f in loaded} == {lf}
     assert {f.checksum for f in loaded} == {hashlib.sha256(lf.encode()).hexdigest()}
+
+
+@given(
+    st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\x00")),
+    st.sampled_from(["\n", "\r\n", "\r"]),
+    st.booleans(),
+)
+def test_line_endings_and_bom_never_change_text_or_checksum(
+    text: str, newline: str, bom: bool
+) -> None:
+    content = ("\ufeff" if bom else "") + text.replace("\n", newline)
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "001_x.sql"
+        path.write_bytes(content.encode("utf-8"))
+        read = read_sql_text(path)
+    expected = text.removeprefix("\ufeff") if not bom else text
+    assert read == expected
+    assert checksum_text(read) == checksum_text(expected)
 
 
 @pytest.mark.parametrize(

@@ -33,7 +33,8 @@ Directives
     ``None``, because ``SET LOCAL lock_timeout = 0`` deliberately disables a server
     default. A directive line after the first statement is an error, found in the gaps
     between statements; a ``-- asyncmig:`` line *inside* a statement (in a function
-    body or a string) is statement text and left alone. ``-- asyncmig`` followed by a
+    body or a string) is statement text and left alone, and one inside a header
+    ``/* … */`` comment is commented out. ``-- asyncmig`` followed by a
     directive name but no colon is reported, since a silently ignored
     ``lock-timeout`` would be worse; any other comment mentioning asyncmig is prose.
 
@@ -49,8 +50,19 @@ Transactions
     in BEGIN/COMMIT contradicts itself and is an error.
 
 Empty migrations
-    A file with no statements (or only an outer BEGIN/COMMIT, like ``create``'s fresh
+    A file with no statements (or only an outer BEGIN/COMMIT, like the seed's ``create``
     template) loads, with a warning: applying it only records the version.
+
+Directories
+    A missing ``sql/`` is an error; a missing ``rollback/`` is one warning (not one per
+    migration); ``rollback_dir=None`` means "do not look", with no warnings. A rollback
+    file whose version has no forward file is a warning and is not loaded.
+
+Speed
+    This runs at the start of every replica. Beyond splitting, the per-file work is a
+    read, a hash, one literal-led regex scan for ``asyncmig`` and one pass over the
+    statements testing flags; words are only extracted from transaction-control
+    statements. 300 files of ~2 KB: about 7 ms of CPU on top of the splitter.
 """
 
 from __future__ import annotations
