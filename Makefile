@@ -31,5 +31,48 @@ test: install lint
 bench: install
 	$(BIN)/python -m bench
 
+# The demo starts its own throwaway PostgreSQL (or uses DATABASE_URL if set), migrates
+# the sample migrations with live progress, shows status and RLS at work, and stops it.
+demo: install
+	$(BIN)/python -m examples.demo
+
+# A local server for development that outlives one command: the embedded PostgreSQL in
+# $(PGDIR) (docker compose users: `docker compose up -d db` instead).
+db-up: install
+	@test -f $(PGDIR)/port && echo "already running: $$($(BIN)/python -m asyncmig._pgserver dsn $(PGDIR))" || \
+	  $(BIN)/python -m asyncmig._pgserver start $(PGDIR)
+	@echo "export DATABASE_URL=$$($(BIN)/python -m asyncmig._pgserver dsn $(PGDIR))"
+
+db-down: install
+	$(BIN)/python -m asyncmig._pgserver stop $(PGDIR)
+
+DBURL = $${DATABASE_URL:-$$($(BIN)/python -m asyncmig._pgserver dsn $(PGDIR))}
+
+migrate: install
+	$(BIN)/asyncmig --database-url "$(DBURL)" migrate
+
+rollback: install
+	$(BIN)/asyncmig --database-url "$(DBURL)" rollback
+
+status: install
+	$(BIN)/asyncmig --database-url "$(DBURL)" status
+
+validate: install
+	$(BIN)/asyncmig --database-url "$(DBURL)" validate
+
+seed: install
+	$(BIN)/asyncmig --database-url "$(DBURL)" seed
+
+create: install
+	@test -n "$(NAME)" || (echo "usage: make create NAME=add_orders" && exit 2)
+	$(BIN)/asyncmig create "$(NAME)"
+
+dump: install
+	$(BIN)/asyncmig --database-url "$(DBURL)" dump
+
+restore: install
+	@test -n "$(FILE)" || (echo "usage: make restore FILE=backup_20261126_120000.sql" && exit 2)
+	$(BIN)/asyncmig --database-url "$(DBURL)" restore "$(FILE)"
+
 clean:
 	rm -rf $(VENV) $(PGDIR) .mypy_cache .ruff_cache

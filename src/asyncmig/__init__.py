@@ -12,6 +12,40 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS: dict[str, str] = {
+    # library
+    "Migrator": "migrator",
+    "migrate": "migrator",
+    "Config": "config",
+    "split_statements": "splitter",
+    "Statement": "splitter",
+    "load_migrations": "loader",
+    "Migration": "loader",
+    "MigrationSet": "loader",
+    "SqlFile": "loader",
+    "MigrateReport": "reports",
+    "RollbackReport": "reports",
+    "StatusReport": "reports",
+    "VersionStatus": "reports",
+    "ValidationReport": "reports",
+    "ValidationIssue": "reports",
+    "AppliedMigration": "reports",
+    # events
+    "Event": "events",
+    "PlanItem": "events",
+    "RunStarted": "events",
+    "LockWaiting": "events",
+    "LockAcquired": "events",
+    "LockReclaimed": "events",
+    "LockReleased": "events",
+    "MigrationStarted": "events",
+    "StatementStarted": "events",
+    "StatementFinished": "events",
+    "StatementPlanned": "events",
+    "ServerNotice": "events",
+    "Message": "events",
+    "MigrationFinished": "events",
+    "MigrationFailed": "events",
+    "RunFinished": "events",
     # errors
     "AsyncmigError": "errors",
     "ConfigError": "errors",
@@ -44,6 +78,37 @@ _EXPORTS: dict[str, str] = {
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
+    from .config import Config
+    from .events import (
+        Event,
+        LockAcquired,
+        LockReclaimed,
+        LockReleased,
+        LockWaiting,
+        Message,
+        MigrationFailed,
+        MigrationFinished,
+        MigrationStarted,
+        PlanItem,
+        RunFinished,
+        RunStarted,
+        ServerNotice,
+        StatementFinished,
+        StatementPlanned,
+        StatementStarted,
+    )
+    from .loader import Migration, MigrationSet, SqlFile, load_migrations
+    from .migrator import Migrator, migrate
+    from .reports import (
+        AppliedMigration,
+        MigrateReport,
+        RollbackReport,
+        StatusReport,
+        ValidationIssue,
+        ValidationReport,
+        VersionStatus,
+    )
+    from .splitter import Statement, split_statements
     from .errors import (
         AmbiguousRollbackError,
         AsyncmigError,

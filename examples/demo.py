@@ -1,0 +1,96 @@
+"""``make demo``: the sample migrations applied to a throwaway PostgreSQL, end to end.
+
+1. start a throwaway server (the one the tests use), unless ``DATABASE_URL`` is set;
+2. ``asyncmig migrate`` with live progress, then ``asyncmig status``;
+3. row level security at work: two users, each seeing only their own row, and an admin;
+4. stop the server.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import anyio
+import asyncpg
+from rich.console import Console
+from rich.table import Table
+
+from asyncmig._pgserver import PgServer
+from asyncmig.config import redact_dsn
+
+ROOT = Path(__file__).resolve().parent.parent
+console = Console()
+
+
+def asyncmig(dsn: str, *args: str) -> None:
+    cmd = [sys.executable, "-m", "asyncmig", "--database-url", dsn, *args]
+    console.rule(f"[bold]$ asyncmig {' '.join(args)}")
+    subprocess.run(cmd, cwd=ROOT, check=True)
+
+
+async def show_rls(dsn: str) -> None:
+    console.rule("[bold]Row level security with two users")
+    conn = await asyncpg.connect(dsn)
+    try:
+        alice, bob = uuid.uuid4(), uuid.uuid4()
+        await conn.execute("DROP ROLE IF EXISTS demo_app")
+        await conn.execute("CREATE ROLE demo_app NOLOGIN")
+        await conn.execute("GRANT USAGE ON SCHEMA auth TO demo_app")
+        await conn.execute("GRANT SELECT, UPDATE ON users TO demo_app")
+        await conn.execute(
+            "INSERT INTO users (id, email, password_hash, name, role) VALUES "
+            "($1, 'alice@example.com', 'x', 'Alice', 'customer'), "
+            "($2, 'bob@example.com', 'x', 'Bob', 'customer')",
+            alice,
+            bob,
+        )
+        table = Table("session", "app.user_id", "app.role", "rows visible")
+        for label, uid, role in (
+            ("alice", alice, "customer"),
+            ("bob", bob, "customer"),
+            ("admin", None, "admin"),
+            ("anonymous", None, ""),
+        ):
+            async with conn.transaction():
+                await conn.execute("SET LOCAL ROLE demo_app")
+                await conn.execute("SELECT set_config('app.user_id', $1, true)",
+                                   str(uid) if uid else "")  # fmt: skip
+                await conn.execute("SELECT set_config('app.role', $1, true)", role)
+                rows = await conn.fetch("SELECT name FROM users ORDER BY name")
+                names = [r["name"] for r in rows]
+            table.add_row(label, str(uid)[:8] + "…" if uid else "-", role or "-",
+                          ", ".join(names) or "(none)")  # fmt: skip
+        console.print(table)
+        await conn.execute("DELETE FROM users WHERE id = ANY($1::uuid[])", [alice, bob])
+        await conn.execute("REVOKE ALL ON users FROM demo_app")
+        await conn.execute("REVOKE ALL ON SCHEMA auth FROM demo_app")
+        await conn.execute("DROP ROLE demo_app")
+    finally:
+        await conn.close()
+
+
+def main() -> int:
+    dsn = os.environ.get("DATABASE_URL")
+    server: PgServer | None = None
+    if not dsn:
+        console.print("[bold]Starting a throwaway PostgreSQL…")
+        server = PgServer().start()
+        dsn = server.dsn()
+        console.print(f"  {server.version()} at {redact_dsn(dsn)}")
+    try:
+        asyncmig(dsn, "migrate")
+        asyncmig(dsn, "status")
+        anyio.run(show_rls, dsn)
+    finally:
+        if server is not None:
+            server.stop()
+            console.print("[bold]Stopped the throwaway server.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Run configuration as one immutable value, and DSN handling that never shows a password."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+__all__ = ["Config", "redact_dsn"]
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything a :class:`~asyncmig.Migrator` needs to know.
+
+    Durations are in seconds. ``lock_timeout=0`` tries the lock once;
+    ``migration_timeout=0`` means no deadline.
+    """
+
+    dsn: str | None = None
+    sql_dir: Path = Path("sql")
+    rollback_dir: Path = Path("rollback")
+    seeds_dir: Path = Path("seeds")
+    schema: str = "public"
+    lock_timeout: float = 300.0
+    stale_after: float = 30.0
+    heartbeat_interval: float = 5.0
+    migration_timeout: float = 300.0
+    connect_timeout: float = 10.0
+    wait_for_db: float = 0.0
+    application_name: str = "asyncmig"
+    environment: str | None = None
+
+    def with_(self, **changes: Any) -> Config:
+        """A copy with some fields changed (paths accept str)."""
+        for key in ("sql_dir", "rollback_dir", "seeds_dir"):
+            if key in changes and changes[key] is not None:
+                changes[key] = Path(changes[key])
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @property
+    def safe_dsn(self) -> str:
+        return redact_dsn(self.dsn) if self.dsn else "(pool)"
+
+    def resolved_dsn(self) -> str | None:
+        return self.dsn or os.environ.get("DATABASE_URL") or os.environ.get("ASYNCMIG_DATABASE_URL")
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN with its password replaced by ``***`` (URL or key=value form)."""
+    if "://" in dsn:
+        parts = urlsplit(dsn)
+        netloc = parts.netloc
+        if "@" in netloc:
+            userinfo, _, hostinfo = netloc.rpartition("@")
+            if ":" in userinfo:
+                user = userinfo.split(":", 1)[0]
+                netloc = f"{user}:***@{hostinfo}"
+        query = "&".join(
+            ("password=***" if q.lower().startswith("password=") else q)
+            for q in parts.query.split("&")
+            if q
+        )
+        return urlunsplit(parts._replace(netloc=netloc, query=query))
+    out = []
+    for token in dsn.split():
+        key = token.split("=", 1)[0].lower()
+        out.append("password=***" if key == "password" else token)
+    return " ".join(out)

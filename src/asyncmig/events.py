@@ -1,0 +1,253 @@
+"""Typed, immutable events a run emits, in the order they happen.
+
+Every event is a frozen dataclass with a ``ts`` (UTC) and a stable ``event`` name used
+in JSON lines (``to_dict()`` / ``to_json()``). Renderers ``match`` on the classes::
+
+    RunStarted            operation, plan (PlanItem...), dry_run
+    LockWaiting           holder (LockHolder or None), waited_s          (every few seconds)
+    LockAcquired          waited_s, backend_pid
+    LockReclaimed         holder, heartbeat_age_s                         (stale holder ended)
+    LockReleased          held_s
+    MigrationStarted      version, name, filename, statements, transactional, direction
+    StatementStarted      version, index, total, line, column, keyword, preview
+    StatementFinished     version, index, total, status, duration_ms
+    StatementPlanned      version, index, total, line, column, keyword, preview   (dry run)
+    ServerNotice          version, severity, message, detail, hint       (RAISE NOTICE …)
+    Message               level, text        (loader notices, warnings, resume hints)
+    MigrationFinished     version, name, direction, duration_ms, statements
+    MigrationFailed       version, name, direction, duration_ms, error (fields of the error)
+    RunFinished           operation, applied, rolled_back, duration_ms, dry_run, ok
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal
+
+from .errors import LockHolder
+
+__all__ = [
+    "Event",
+    "EventCallback",
+    "LockAcquired",
+    "LockReclaimed",
+    "LockReleased",
+    "LockWaiting",
+    "Message",
+    "MigrationFailed",
+    "MigrationFinished",
+    "MigrationStarted",
+    "PlanItem",
+    "RunFinished",
+    "RunStarted",
+    "ServerNotice",
+    "StatementFinished",
+    "StatementPlanned",
+    "StatementStarted",
+]
+
+Direction = Literal["up", "down"]
+Operation = Literal["migrate", "rollback", "validate", "status", "seed"]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """Base class: every event has a timestamp and a JSON name."""
+
+    name: ClassVar[str] = "event"
+    ts: datetime = field(default_factory=_now)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"event": self.name, "ts": self.ts.isoformat()}
+        for f in fields(self):
+            if f.name == "ts":
+                continue
+            out[f.name] = _jsonable(getattr(self, f.name))
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if isinstance(value, tuple | list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+EventCallback = Callable[[Event], Awaitable[None] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class PlanItem:
+    """One migration the run will apply (``up``) or undo (``down``)."""
+
+    version: int
+    name: str
+    filename: str
+    statements: int
+    transactional: bool
+    direction: Direction = "up"
+    resume_from: int = 0  # statements already done (no-transaction resume)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "name": self.name,
+            "filename": self.filename,
+            "statements": self.statements,
+            "transactional": self.transactional,
+            "direction": self.direction,
+            "resume_from": self.resume_from,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunStarted(Event):
+    name: ClassVar[str] = "run_started"
+    operation: Operation
+    plan: tuple[PlanItem, ...]
+    dry_run: bool = False
+    atomic: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LockWaiting(Event):
+    name: ClassVar[str] = "lock_waiting"
+    holder: LockHolder | None
+    waited_s: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LockAcquired(Event):
+    name: ClassVar[str] = "lock_acquired"
+    waited_s: float
+    backend_pid: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LockReclaimed(Event):
+    name: ClassVar[str] = "lock_reclaimed"
+    holder: LockHolder
+    heartbeat_age_s: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LockReleased(Event):
+    name: ClassVar[str] = "lock_released"
+    held_s: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MigrationStarted(Event):
+    name: ClassVar[str] = "migration_started"
+    version: int
+    migration: str
+    filename: str
+    statements: int
+    transactional: bool
+    direction: Direction = "up"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatementStarted(Event):
+    name: ClassVar[str] = "statement_started"
+    version: int
+    index: int  # 1-based
+    total: int
+    line: int
+    column: int
+    keyword: str
+    preview: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatementFinished(Event):
+    name: ClassVar[str] = "statement_finished"
+    version: int
+    index: int
+    total: int
+    status: str  # the server's command tag, e.g. "CREATE TABLE", "INSERT 0 3"
+    duration_ms: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatementPlanned(Event):
+    name: ClassVar[str] = "statement_planned"
+    version: int
+    index: int
+    total: int
+    line: int
+    column: int
+    keyword: str
+    preview: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerNotice(Event):
+    name: ClassVar[str] = "server_notice"
+    version: int | None
+    severity: str
+    message: str
+    detail: str | None = None
+    hint: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Message(Event):
+    name: ClassVar[str] = "message"
+    level: Literal["info", "notice", "warning", "error"]
+    text: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MigrationFinished(Event):
+    name: ClassVar[str] = "migration_finished"
+    version: int
+    migration: str
+    direction: Direction
+    duration_ms: float
+    statements: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MigrationFailed(Event):
+    name: ClassVar[str] = "migration_failed"
+    version: int
+    migration: str
+    direction: Direction
+    duration_ms: float
+    error: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunFinished(Event):
+    name: ClassVar[str] = "run_finished"
+    operation: Operation
+    applied: tuple[int, ...] = ()
+    rolled_back: tuple[int, ...] = ()
+    duration_ms: float = 0.0
+    dry_run: bool = False
+    ok: bool = True
+
+
+def preview(sql: str, width: int = 80) -> str:
+    """The first non-empty line of a statement, shortened to ``width`` characters."""
+    for line in sql.splitlines():
+        line = line.strip()
+        if line and not line.startswith("--"):
+            return line if len(line) <= width else line[: width - 1] + "…"
+    return ""

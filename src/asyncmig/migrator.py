@@ -1,0 +1,631 @@
+"""The library API: :class:`Migrator` and :func:`migrate`.
+
+A run, from the top::
+
+    load and split every file         (fails before any database is touched)
+    connect (retry up to wait_for_db) and check it is a direct session
+    read history without the lock     → nothing pending? return at once (replicas)
+    poll for the advisory lock        (reporting the holder; reclaiming a dead one)
+    create/upgrade history, publish the holder, start the heartbeat + watchdog
+    re-read history, plan again       (a waiting replica must not apply a stale plan)
+    run each migration                (events stream out as it goes)
+    release the lock                  (shielded: also on error and cancellation)
+
+No global state: each Migrator has its own connections, so many can run concurrently
+in one process (different schemas or databases, or racing on the same one).
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import asyncpg
+
+from .config import Config
+from .connection import Conn, check_direct, open_connection
+from .errors import (
+    AsyncmigError,
+    ConfigError,
+    LockHolder,
+    LockLostError,
+    MigrationFileError,
+)
+from .events import (
+    Event,
+    EventCallback,
+    LockAcquired,
+    LockReclaimed,
+    LockReleased,
+    LockWaiting,
+    Message,
+    PlanItem,
+    RunFinished,
+    RunStarted,
+    StatementPlanned,
+    preview,
+)
+from .history import History, HistoryRow
+from .loader import MigrationSet, SqlFile, load_migrations, parse_sql_text, scan_migrations
+from .lock import LockKey, Progress, acquire, heartbeat_loop, holder_backend_pid, lock_key, release
+from .planner import MigrateStep, RollbackStep, plan_migrate, plan_rollback
+from .reports import (
+    AppliedMigration,
+    MigrateReport,
+    RollbackReport,
+    StatusReport,
+    ValidationIssue,
+    ValidationReport,
+    VersionStatus,
+)
+from .runner import Runner
+
+__all__ = ["Migrator", "migrate"]
+
+T = TypeVar("T")
+
+
+class Migrator:
+    """Migrations of one database and schema.
+
+    ``config`` is a :class:`Config`, a DSN string, or None (then ``DATABASE_URL``).
+    ``pool``: an asyncpg pool to take connections from instead of connecting (it needs
+    room for two: the run's dedicated connection and the heartbeat's).
+    Keyword ``overrides`` change single :class:`Config` fields.
+    """
+
+    def __init__(
+        self,
+        config: Config | str | None = None,
+        *,
+        pool: asyncpg.Pool | None = None,
+        on_event: EventCallback | None = None,
+        **overrides: Any,
+    ) -> None:
+        if isinstance(config, str):
+            config = Config(dsn=config)
+        self.config = (config or Config()).with_(**overrides)
+        self.pool = pool
+        self.on_event = on_event
+        self.history = History(self.config.schema)
+        self.key: LockKey = lock_key(self.history.qualified_name)
+
+    async def __aenter__(self) -> Migrator:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def _emitter(self, on_event: EventCallback | None) -> Callable[[Event], Awaitable[None]]:
+        callbacks = [cb for cb in (self.on_event, on_event) if cb is not None]
+
+        async def emit(event: Event) -> None:
+            for cb in callbacks:
+                result = cb(event)
+                if inspect.isawaitable(result):
+                    await result
+
+        return emit
+
+    @asynccontextmanager
+    async def _connection(self, purpose: str = "") -> AsyncIterator[Conn]:
+        if self.pool is not None:
+            if self.pool.get_max_size() < 2:
+                raise ConfigError("the asyncpg pool needs max_size >= 2 (run + heartbeat)")
+            pooled = await self.pool.acquire()
+            try:
+                yield pooled
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await self.pool.release(pooled)
+            return
+        conn = await open_connection(self.config, purpose=purpose)
+        try:
+            yield conn
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5) as scope:
+                await conn.close()
+            if scope.cancelled_caught:
+                conn.terminate()
+
+    async def _connect_extra(self) -> Conn:
+        if self.pool is not None:
+            return await self.pool.acquire()
+        return await open_connection(self.config.with_(wait_for_db=0.0), purpose="heartbeat")
+
+    def _load(self) -> MigrationSet:
+        return load_migrations(self.config.sql_dir, self.config.rollback_dir)
+
+    @asynccontextmanager
+    async def _locked(
+        self, conn: Conn, emit: Callable[[Event], Awaitable[None]]
+    ) -> AsyncIterator[Progress]:
+        """Hold the lock for the body; heartbeat + watchdog run beside it."""
+
+        async def on_wait(holder: LockHolder | None, waited: float) -> None:
+            await emit(LockWaiting(holder=holder, waited_s=round(waited, 3)))
+
+        async def on_reclaim(holder: LockHolder, age: float) -> None:
+            await emit(LockReclaimed(holder=holder, heartbeat_age_s=round(age, 3)))
+
+        waited = await acquire(
+            conn, self.key, self.history, timeout=self.config.lock_timeout,
+            stale_after=self.config.stale_after, on_wait=on_wait, on_reclaim=on_reclaim,
+        )  # fmt: skip
+        t_lock = time.monotonic()
+        backend_pid = conn.get_server_pid()
+        progress = Progress()
+        try:
+            await emit(LockAcquired(waited_s=round(waited, 3), backend_pid=backend_pid))
+            await self.history.ensure(conn)
+            await self.history.publish_holder(conn)
+            body_error: Exception | None = None
+            async with anyio.create_task_group() as tg:
+                body_scope = anyio.CancelScope()
+
+                def on_lost(reason: str) -> None:
+                    body_scope.cancel()
+
+                tg.start_soon(
+                    heartbeat_loop, self._connect_extra, self.key, self.history, backend_pid,
+                    progress, self.config.heartbeat_interval, on_lost,
+                )  # fmt: skip
+                try:
+                    with body_scope:
+                        yield progress
+                except Exception as exc:  # re-raised below, outside the task group
+                    body_error = exc
+                finally:
+                    tg.cancel_scope.cancel()
+            if progress.lost and not isinstance(body_error, LockLostError):
+                raise LockLostError(
+                    f"lost the migration lock: {progress.lost_reason or 'connection gone'}"
+                    f"; the running migration was rolled back by the server"
+                ) from body_error
+            if body_error is not None:
+                raise body_error
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5) as scope:
+                try:
+                    await release(conn, self.key, self.history)
+                except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                    conn.terminate()  # ending the session frees the lock
+            if scope.cancelled_caught:
+                conn.terminate()
+            with anyio.CancelScope(shield=True):
+                await emit(LockReleased(held_s=round(time.monotonic() - t_lock, 3)))
+
+    # -- migrate ----------------------------------------------------------------------
+
+    async def migrate(
+        self,
+        *,
+        steps: int | None = None,
+        target: int | None = None,
+        dry_run: bool = False,
+        atomic: bool = False,
+        force: bool = False,
+        allow_out_of_order: bool = False,
+        resume: bool = False,
+        on_event: EventCallback | None = None,
+    ) -> MigrateReport:
+        """Apply pending migrations. Returns at once, without the lock, if none are."""
+        t_start = time.perf_counter()
+        emit = self._emitter(on_event)
+        migrations = await anyio.to_thread.run_sync(self._load)
+        for text in migrations.notices:
+            await emit(Message(level="notice", text=text))
+        for text in migrations.warnings:
+            await emit(Message(level="warning", text=text))
+
+        def plan(rows: dict[int, HistoryRow]) -> tuple[MigrateStep, ...]:
+            result = plan_migrate(
+                migrations, rows, steps=steps, target=target, force=force,
+                allow_out_of_order=allow_out_of_order, resume=resume,
+            )  # fmt: skip
+            return result.steps
+
+        async with self._connection() as conn:
+            await check_direct(conn)
+            rows = await self.history.rows(conn) or {}
+            pending = plan(rows)
+            if atomic and any(not s.migration.forward.directives.transactional for s in pending):
+                bad = next(s for s in pending if not s.migration.forward.directives.transactional)
+                raise ConfigError(
+                    f"--atomic cannot include {bad.migration.filename}: it is marked "
+                    f"no-transaction; apply it on its own first (--target)"
+                )
+            if not pending or dry_run:
+                await emit(RunStarted(operation="migrate", plan=_plan_items(pending),
+                                      dry_run=dry_run, atomic=atomic))  # fmt: skip
+                if dry_run:
+                    await self._emit_dry_run(pending, emit)
+                await emit(RunFinished(operation="migrate", duration_ms=_ms(t_start),
+                                       dry_run=dry_run))  # fmt: skip
+                return MigrateReport(
+                    planned=tuple(s.migration.version for s in pending), dry_run=dry_run,
+                    duration_ms=_ms(t_start),
+                )  # fmt: skip
+
+            applied: list[AppliedMigration] = []
+            waited = 0.0
+            t_wait = time.perf_counter()
+            try:
+                async with self._locked(conn, emit) as progress:
+                    waited = time.perf_counter() - t_wait
+                    rows = await self.history.rows(conn) or {}
+                    pending = plan(rows)  # the leader may have applied them meanwhile
+                    await emit(RunStarted(operation="migrate", plan=_plan_items(pending),
+                                          atomic=atomic))  # fmt: skip
+                    async with Runner(
+                        conn, self.history, emit, progress,
+                        migration_timeout=self.config.migration_timeout,
+                    ) as runner:  # fmt: skip
+                        if atomic:
+                            applied = await runner.apply_atomic(pending)
+                        else:
+                            for step in pending:
+                                applied.append(
+                                    await runner.apply(step, [a.version for a in applied])
+                                )
+            except AsyncmigError:
+                with anyio.CancelScope(shield=True):
+                    await emit(RunFinished(operation="migrate",
+                                           applied=tuple(a.version for a in applied),
+                                           duration_ms=_ms(t_start), ok=False))  # fmt: skip
+                raise
+            await emit(RunFinished(operation="migrate", applied=tuple(a.version for a in applied),
+                                   duration_ms=_ms(t_start)))  # fmt: skip
+            return MigrateReport(
+                applied=tuple(applied), planned=tuple(a.version for a in applied),
+                duration_ms=_ms(t_start), lock_waited_s=waited, took_lock=True,
+            )  # fmt: skip
+
+    async def _emit_dry_run(
+        self, steps: tuple[MigrateStep, ...], emit: Callable[[Event], Awaitable[None]]
+    ) -> None:
+        for step in steps:
+            sts = step.migration.forward.statements
+            for i, st in enumerate(sts[step.resume_from :], step.resume_from + 1):
+                await emit(StatementPlanned(
+                    version=step.migration.version, index=i, total=len(sts), line=st.line,
+                    column=st.column, keyword=st.keyword, preview=preview(st.text),
+                ))  # fmt: skip
+
+    # -- rollback ---------------------------------------------------------------------
+
+    async def rollback(
+        self,
+        *,
+        steps: int | None = None,
+        to: int | None = None,
+        all: bool = False,
+        dry_run: bool = False,
+        on_event: EventCallback | None = None,
+    ) -> RollbackReport:
+        """Undo applied migrations, newest first (default: the newest one)."""
+        t_start = time.perf_counter()
+        emit = self._emitter(on_event)
+        migrations = await anyio.to_thread.run_sync(self._load)
+
+        def plan(rows: dict[int, HistoryRow]) -> tuple[RollbackStep, ...]:
+            result = plan_rollback(migrations, rows, _parse_stored, steps=steps, to=to, all=all)
+            return result.steps
+
+        def items(sel: tuple[RollbackStep, ...]) -> tuple[PlanItem, ...]:
+            return tuple(
+                PlanItem(s.version, s.name, s.filename, len(s.sql.statements),
+                         s.sql.directives.transactional, "down")
+                for s in sel
+            )  # fmt: skip
+
+        async with self._connection() as conn:
+            await check_direct(conn)
+            rows = await self.history.rows(conn) or {}
+            selected = plan(rows)
+            if not selected or dry_run:
+                await emit(RunStarted(operation="rollback", plan=items(selected),
+                                      dry_run=dry_run))  # fmt: skip
+                if dry_run:
+                    for s in selected:
+                        for i, st in enumerate(s.sql.statements, 1):
+                            await emit(StatementPlanned(
+                                version=s.version, index=i, total=len(s.sql.statements),
+                                line=st.line, column=st.column, keyword=st.keyword,
+                                preview=preview(st.text),
+                            ))  # fmt: skip
+                await emit(RunFinished(operation="rollback", duration_ms=_ms(t_start),
+                                       dry_run=dry_run))  # fmt: skip
+                return RollbackReport(planned=tuple(s.version for s in selected),
+                                      dry_run=dry_run, duration_ms=_ms(t_start))  # fmt: skip
+            done: list[AppliedMigration] = []
+            try:
+                async with self._locked(conn, emit) as progress:
+                    rows = await self.history.rows(conn) or {}
+                    selected = plan(rows)
+                    result = plan_rollback(migrations, rows, _parse_stored, steps=steps, to=to,
+                                           all=all)  # fmt: skip
+                    for text in result.warnings:
+                        await emit(Message(level="warning", text=text))
+                    await emit(RunStarted(operation="rollback", plan=items(selected)))
+                    async with Runner(
+                        conn, self.history, emit, progress,
+                        migration_timeout=self.config.migration_timeout,
+                    ) as runner:  # fmt: skip
+                        done = await runner.rollback(selected)
+            except AsyncmigError:
+                with anyio.CancelScope(shield=True):
+                    await emit(RunFinished(operation="rollback", duration_ms=_ms(t_start),
+                                           ok=False))  # fmt: skip
+                raise
+            await emit(RunFinished(operation="rollback",
+                                   rolled_back=tuple(d.version for d in done),
+                                   duration_ms=_ms(t_start)))  # fmt: skip
+            return RollbackReport(rolled_back=tuple(done), planned=tuple(d.version for d in done),
+                                  duration_ms=_ms(t_start))  # fmt: skip
+
+    async def reset(
+        self, *, on_event: EventCallback | None = None
+    ) -> tuple[RollbackReport, MigrateReport]:
+        """Roll back everything, then migrate."""
+        down = await self.rollback(all=True, on_event=on_event)
+        up = await self.migrate(on_event=on_event)
+        return down, up
+
+    # -- status / validate ------------------------------------------------------------
+
+    async def status(self) -> StatusReport:
+        migrations, _errors = await anyio.to_thread.run_sync(
+            scan_migrations, self.config.sql_dir, self.config.rollback_dir
+        )
+        async with self._connection() as conn:
+            rows = await self.history.rows(conn)
+        return build_status(migrations, rows, self.config.schema)
+
+    async def validate(self, *, online: bool = True) -> ValidationReport:
+        """Offline checks of every file, and (``online``) comparison with history."""
+        migrations, errors = await anyio.to_thread.run_sync(
+            scan_migrations, self.config.sql_dir, self.config.rollback_dir
+        )
+        issues = [_file_issue(e) for e in errors]
+        issues += [ValidationIssue("warning", "file_warning", w) for w in migrations.warnings]
+        if online:
+            async with self._connection() as conn:
+                rows = await self.history.rows(conn) or {}
+            issues += _history_issues(migrations, rows)
+        return ValidationReport(tuple(issues), online=online)
+
+    # -- lock administration ----------------------------------------------------------
+
+    async def lock_holder(self) -> LockHolder | None:
+        async with self._connection() as conn:
+            pid = await holder_backend_pid(conn, self.key)
+            if pid is None:
+                return None
+            published = await self.history.holder(conn)
+            if published is not None and published.backend_pid == pid:
+                return published
+            return LockHolder(backend_pid=pid)
+
+    async def unlock(self, *, force: bool = False) -> LockHolder | None:
+        """The current holder; with ``force``, terminate its backend and log it."""
+        async with self._connection() as conn:
+            pid = await holder_backend_pid(conn, self.key)
+            if pid is None:
+                return None
+            published = await self.history.holder(conn)
+            holder = (
+                published
+                if published is not None and published.backend_pid == pid
+                else LockHolder(backend_pid=pid)
+            )
+            if force:
+                await conn.fetchval("SELECT pg_terminate_backend($1)", pid)
+                if await self.history.exists(conn):
+                    import json
+
+                    await self.history.log(
+                        conn, "unlock", version=holder.version,
+                        detail=json.dumps({"terminated_backend_pid": pid,
+                                           "holder": holder.to_dict()}),
+                    )  # fmt: skip
+            return holder
+
+    async def wait(self, *, timeout: float, poll_interval: float = 1.0) -> StatusReport:
+        """Block until nothing is pending (for replicas that must not migrate)."""
+        from .errors import LockTimeoutError
+
+        deadline = time.monotonic() + timeout
+        while True:
+            report = await self.status()
+            if not report.pending:
+                return report
+            if time.monotonic() >= deadline:
+                raise LockTimeoutError(
+                    f"still {len(report.pending)} pending migration(s) after {timeout:g}s",
+                    holder=await self.lock_holder(), waited_s=timeout,
+                )  # fmt: skip
+            await anyio.sleep(min(poll_interval, max(0.0, deadline - time.monotonic())))
+
+    # -- seeds ------------------------------------------------------------------------
+
+    async def seed(
+        self, *, environment: str | None = None, on_event: EventCallback | None = None
+    ) -> tuple[str, ...]:
+        """Run ``seeds/*.sql`` (then ``seeds/<environment>/*.sql``) in one transaction."""
+        emit = self._emitter(on_event)
+        env = environment or self.config.environment
+        files, loaded = await anyio.to_thread.run_sync(_seed_files, self.config.seeds_dir, env)
+        async with self._connection() as conn, conn.transaction():
+            for sql in loaded:
+                for st in sql.statements:
+                    await conn.execute(st.text)
+                await emit(Message(level="info", text=f"seeded {sql.path}"))
+        return tuple(str(f) for f in files)
+
+
+def _seed_files(seeds_dir: Path, env: str | None) -> tuple[list[Path], list[SqlFile]]:
+    from .loader import load_sql_file
+
+    base = Path(seeds_dir)
+    files = sorted(base.glob("*.sql"))
+    if env and (base / env).is_dir():
+        files += sorted((base / env).glob("*.sql"))
+    return files, [load_sql_file(f) for f in files]
+
+
+def _parse_stored(text: str, label: str) -> SqlFile:
+    return parse_sql_text(text, Path(label))
+
+
+def _plan_items(steps: tuple[MigrateStep, ...]) -> tuple[PlanItem, ...]:
+    return tuple(
+        PlanItem(
+            s.migration.version, s.migration.name, s.migration.filename,
+            len(s.migration.forward.statements), s.migration.forward.directives.transactional,
+            "up", s.resume_from,
+        )
+        for s in steps
+    )  # fmt: skip
+
+
+def _ms(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1000
+
+
+def build_status(
+    migrations: MigrationSet, rows: dict[int, HistoryRow] | None, schema: str
+) -> StatusReport:
+    """Disk and history side by side, one entry per version."""
+    rows = rows or {}
+    versions = sorted({m.version for m in migrations.migrations} | set(rows))
+    out: list[VersionStatus] = []
+    for v in versions:
+        mig = migrations.get(v)
+        row = rows.get(v)
+        state: Any = "pending"
+        if row is not None:
+            state = {"completed": "applied"}.get(row.status, row.status)
+            if state == "pending":
+                state = "pending"
+        out.append(
+            VersionStatus(
+                version=v,
+                name=mig.name if mig else (row.filename if row else ""),
+                filename=mig.filename if mig else (row.filename if row else None),
+                state=state,
+                applied_at=row.executed_at if row and row.status == "completed" else None,
+                applied_by=row.executed_by if row and row.status == "completed" else None,
+                duration_ms=row.execution_time_ms if row else None,
+                checksum=row.checksum if row else (mig.forward.checksum if mig else None),
+                modified=bool(
+                    mig
+                    and row
+                    and row.status == "completed"
+                    and row.checksum != mig.forward.checksum
+                ),
+                missing_file=bool(row and not mig and row.status == "completed"),
+                has_rollback=bool(mig and mig.rollback) or bool(row and row.rollback_sql),
+                statements_done=row.statements_done if row else None,
+                statements_total=row.statements_total
+                if row
+                else (len(mig.forward.statements) if mig else None),
+                error_message=row.error_message if row else None,
+                error_sqlstate=row.error_sqlstate if row else None,
+            )
+        )
+    return StatusReport(tuple(out), schema=schema, history_exists=bool(rows))
+
+
+def _file_issue(err: MigrationFileError) -> ValidationIssue:
+    code = {
+        "FileNameError": "bad_filename",
+        "DuplicateVersionError": "duplicate_version",
+        "AmbiguousRollbackError": "ambiguous_rollback",
+        "EncodingError": "encoding",
+        "DirectiveError": "directive",
+        "SplitError": "split_error",
+        "TransactionControlError": "transaction_control",
+        "MissingDirectiveError": "missing_directive",
+    }.get(type(err).__name__, "file_error")
+    return ValidationIssue(
+        "error", code, str(err), None,
+        str(err.path) if err.path else None, err.line, err.column,
+    )  # fmt: skip
+
+
+def _history_issues(migrations: MigrationSet, rows: dict[int, HistoryRow]) -> list[ValidationIssue]:
+    issues: list[ValidationIssue] = []
+    applied = sorted(v for v, r in rows.items() if r.status == "completed")
+    newest = applied[-1] if applied else None
+    for v in applied:
+        mig = migrations.get(v)
+        row = rows[v]
+        if mig is None:
+            issues.append(ValidationIssue(
+                "error", "missing_file",
+                f"version {v} ({row.filename}) is applied but its file is missing", v,
+            ))  # fmt: skip
+        elif mig.forward.checksum != row.checksum:
+            issues.append(ValidationIssue(
+                "error", "checksum_mismatch",
+                f"{mig.forward.path} changed after it was applied (history "
+                f"{row.checksum[:12]}…, disk {mig.forward.checksum[:12]}…)", v,
+                str(mig.forward.path),
+            ))  # fmt: skip
+    for mig in migrations.migrations:
+        prev = rows.get(mig.version)
+        if prev is not None and prev.status == "completed":
+            continue
+        if (
+            prev is not None
+            and not prev.transactional
+            and prev.statements_done > 0
+            and (prev.status in ("failed", "running"))
+        ):
+            issues.append(ValidationIssue(
+                "error", "resume_required",
+                f"version {mig.version} stopped after {prev.statements_done} of "
+                f"{prev.statements_total} statements; run `asyncmig migrate --resume`",
+                mig.version, str(mig.forward.path),
+            ))  # fmt: skip
+        if newest is not None and mig.version < newest:
+            issues.append(ValidationIssue(
+                "error", "out_of_order",
+                f"{mig.forward.path} (version {mig.version}) is pending but older than the "
+                f"newest applied version {newest}", mig.version, str(mig.forward.path),
+            ))  # fmt: skip
+    return issues
+
+
+async def migrate(
+    dsn: str | None = None,
+    *,
+    sql_dir: str | Path = "sql",
+    rollback_dir: str | Path = "rollback",
+    on_event: EventCallback | None = None,
+    lock_timeout: float = 300.0,
+    pool: asyncpg.Pool | None = None,
+    **options: Any,
+) -> MigrateReport:
+    """Apply pending migrations: ``await asyncmig.migrate(dsn)`` in a lifespan hook.
+
+    ``options`` are :class:`Config` fields (``schema``, ``stale_after``, …) or
+    :meth:`Migrator.migrate` arguments (``target``, ``steps``, ``dry_run``, …).
+    """
+    run_args = {
+        k: options.pop(k)
+        for k in ("steps", "target", "dry_run", "atomic", "force", "allow_out_of_order",
+                  "resume")
+        if k in options
+    }  # fmt: skip
+    m = Migrator(dsn, pool=pool, sql_dir=sql_dir, rollback_dir=rollback_dir,
+                 lock_timeout=lock_timeout, **options)  # fmt: skip
+    return await m.migrate(on_event=on_event, **run_args)

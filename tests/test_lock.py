@@ -1,0 +1,262 @@
+"""The lock under concurrency and failure: racing runners, stale holders, lost locks, kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import anyio
+import asyncpg
+import pytest
+
+import asyncmig
+from asyncmig.events import Event, LockWaiting, StatementStarted
+from asyncmig.migrator import Migrator
+
+from .migtree import REPO, fetch, fetchval, table_exists, write_tree
+
+pytestmark = pytest.mark.anyio
+
+
+def tree(n: int, sleep: float = 0.0) -> dict[str, str]:
+    out = {}
+    for i in range(1, n + 1):
+        nap = f"SELECT pg_sleep({sleep});\n" if sleep else ""
+        out[f"{i:03d}_t{i}.sql"] = (
+            f"CREATE TABLE t{i} (id int PRIMARY KEY, note text);\n{nap}"
+            f"INSERT INTO t{i} SELECT g, 'row ' || g FROM generate_series(1, 50) g;\n"
+        )
+    return out
+
+
+def m(dsn: str, root: Path, **kw: object) -> Migrator:
+    return Migrator(dsn, sql_dir=root / "sql", rollback_dir=root / "rollback", **kw)
+
+
+async def assert_each_applied_once(dsn: str, n: int) -> None:
+    rows = await fetch(
+        dsn, "SELECT version, count(*) AS c FROM _migrations_log WHERE action = 'apply' "
+        "GROUP BY version ORDER BY version"
+    )  # fmt: skip
+    assert [(int(r["version"]), r["c"]) for r in rows] == [(i, 1) for i in range(1, n + 1)]
+    assert await fetchval(dsn, "SELECT count(*) FROM _migrations WHERE status = 'completed'") == n
+
+
+def spawn(dsn: str, root: Path, *opts: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.worker", dsn, str(root), *opts],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def last_json(out: str) -> dict[str, object]:
+    lines = [ln for ln in out.splitlines() if ln.startswith("{")]
+    return dict(json.loads(lines[-1])) if lines else {}
+
+
+async def test_twenty_migrators_in_one_process(dsn: str, tmp_path: Path) -> None:
+    write_tree(tmp_path, tree(6, sleep=0.05))
+    reports: list[asyncmig.MigrateReport] = []
+
+    async def one() -> None:
+        reports.append(await m(dsn, tmp_path, lock_timeout=60).migrate())
+
+    with anyio.fail_after(90):
+        async with anyio.create_task_group() as tg:
+            for _ in range(20):
+                tg.start_soon(one)
+    assert len(reports) == 20
+    applied = [v for r in reports for v in r.versions]
+    assert sorted(applied) == [1, 2, 3, 4, 5, 6]
+    await assert_each_applied_once(dsn, 6)
+
+
+async def test_eight_processes_started_together(dsn: str, tmp_path: Path) -> None:
+    write_tree(tmp_path, tree(5, sleep=0.1))
+    procs = [spawn(dsn, tmp_path, "lock_timeout=60") for _ in range(8)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    for p, (out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, (out, err)
+    applied = [v for out, _ in outs for v in last_json(out).get("applied", [])]  # type: ignore[union-attr]
+    assert sorted(applied) == [1, 2, 3, 4, 5]
+    await assert_each_applied_once(dsn, 5)
+
+
+async def test_concurrent_index_holder_with_four_waiters(dsn: str, tmp_path: Path) -> None:
+    write_tree(tmp_path, {
+        "001_data.sql": "CREATE TABLE big (id int, v text);\n"
+        "INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, 20000) g;\n",
+        "002_cic.sql": "-- asyncmig: no-transaction\nSELECT pg_sleep(1);\n"
+                       "CREATE INDEX CONCURRENTLY big_v_idx ON big (v);\n",
+        "003_after.sql": "CREATE TABLE after_cic (id int);\n",
+    })  # fmt: skip
+    await m(dsn, tmp_path).migrate(steps=1)
+    reports: list[asyncmig.MigrateReport] = []
+
+    async def one() -> None:
+        reports.append(await m(dsn, tmp_path, lock_timeout=60).migrate())
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            for _ in range(5):
+                tg.start_soon(one)
+    assert sorted(v for r in reports for v in r.versions) == [2, 3]
+    valid = await fetchval(
+        dsn, "SELECT indisvalid FROM pg_index WHERE indexrelid = 'big_v_idx'::regclass"
+    )
+    assert valid is True
+
+
+async def test_lock_timeout_names_the_holder(dsn: str, tmp_path: Path) -> None:
+    write_tree(tmp_path, {"001_slow.sql": "SELECT pg_sleep(4);\n"})
+    started = anyio.Event()
+
+    def on_event(e: Event) -> None:
+        if isinstance(e, StatementStarted):
+            started.set()
+
+    waits: list[LockWaiting] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: m(dsn, tmp_path).migrate(on_event=on_event))
+        await started.wait()
+        await anyio.sleep(0.5)  # the heartbeat publishes the running version within 0.25 s
+        t0 = time.monotonic()
+        with pytest.raises(asyncmig.LockTimeoutError) as info:
+            await m(dsn, tmp_path, lock_timeout=1.0).migrate(
+                on_event=lambda e: waits.append(e) if isinstance(e, LockWaiting) else None
+            )
+        assert time.monotonic() - t0 < 3
+    err = info.value
+    assert err.holder is not None and err.holder.pid == os.getpid()
+    assert err.holder.host and err.holder.backend_pid
+    text = str(err)
+    assert f"pid {os.getpid()}" in text and f"backend pid {err.holder.backend_pid}" in text
+    assert waits and waits[0].holder is not None and waits[0].holder.version == 1
+
+
+async def test_lock_lost_stops_the_holder(dsn: str, tmp_path: Path) -> None:
+    write_tree(tmp_path, {"001_long.sql": "CREATE TABLE partial (id int);\nSELECT pg_sleep(30);\n"})
+    started = anyio.Event()
+
+    def on_event(e: Event) -> None:
+        if isinstance(e, StatementStarted) and e.index == 2:
+            started.set()
+
+    async with anyio.create_task_group() as tg:
+
+        async def killer() -> None:
+            await started.wait()
+            await fetch(
+                dsn, "SELECT pg_terminate_backend(pid) FROM pg_locks "
+                "WHERE locktype = 'advisory' AND granted"
+            )  # fmt: skip
+
+        tg.start_soon(killer)
+        with anyio.fail_after(20), pytest.raises(asyncmig.LockLostError):
+            await m(dsn, tmp_path, heartbeat_interval=0.5).migrate(on_event=on_event)
+    assert not await table_exists(dsn, "partial")
+
+
+async def test_stale_holder_frozen_with_sigstop_is_reclaimed(dsn: str, tmp_path: Path) -> None:
+    write_tree(tmp_path, {
+        "001_a.sql": "CREATE TABLE a (id int);\nSELECT pg_sleep(0.2);\nINSERT INTO a VALUES (1);\n",
+        "002_b.sql": "CREATE TABLE b (id int);\n",
+    })  # fmt: skip
+    holder = spawn(dsn, tmp_path, "heartbeat_interval=0.5")
+    try:
+        assert holder.stdout is not None
+        # freeze it in the middle of migration 1 (after its first statement started)
+        for line in holder.stdout:
+            if '"statement_started"' in line and '"index":2' in line:
+                break
+        os.kill(holder.pid, signal.SIGSTOP)
+        t0 = time.monotonic()
+        events: list[Event] = []
+        with anyio.fail_after(60):
+            report = await m(dsn, tmp_path, stale_after=3, lock_timeout=60).migrate(
+                on_event=events.append
+            )
+        waited = time.monotonic() - t0
+        assert report.versions == (1, 2)
+        assert waited >= 2.5  # not before the heartbeat went stale
+        assert any(e.name == "lock_reclaimed" for e in events)
+    finally:
+        holder.kill()
+        holder.communicate(timeout=10)
+    await assert_each_applied_once(dsn, 2)
+    assert await fetchval(dsn, "SELECT count(*) FROM a") == 1  # the frozen one's rolled back
+    reclaims = await fetch(dsn, "SELECT detail FROM _migrations_log WHERE action = 'reclaim'")
+    assert len(reclaims) == 1
+    assert json.loads(reclaims[0]["detail"])["holder"]["pid"] == holder.pid
+
+
+@pytest.mark.slow
+async def test_slow_holder_is_not_reclaimed(dsn: str, tmp_path: Path) -> None:
+    write_tree(tmp_path, {"001_slow.sql": "CREATE TABLE slow (id int);\nSELECT pg_sleep(40);\n"})
+    holder = spawn(dsn, tmp_path, "heartbeat_interval=2")
+    try:
+        assert holder.stdout is not None
+        for line in holder.stdout:
+            if '"statement_started"' in line and '"index":2' in line:
+                break
+        with anyio.fail_after(90):
+            report = await m(dsn, tmp_path, stale_after=10, lock_timeout=80).migrate()
+        assert report.nothing_to_do or report.versions == ()
+        _out, err = holder.communicate(timeout=30)
+        assert holder.returncode == 0, err
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.communicate(timeout=10)
+    assert await fetchval(dsn, "SELECT count(*) FROM _migrations_log WHERE action = 'reclaim'") == 0
+    await assert_each_applied_once(dsn, 1)
+
+
+async def test_kill_9_at_random_moments_never_leaves_half_a_migration(
+    dsn: str, tmp_path: Path
+) -> None:
+    n = 60
+    write_tree(tmp_path, tree(n, sleep=0.1))
+    rng = random.Random(20261126)
+    mid_run = 0
+    for _ in range(20):
+        proc = spawn(dsn, tmp_path, "lock_timeout=30")
+        await anyio.sleep(rng.uniform(0.4, 1.0))
+        proc.kill()
+        out, _err = proc.communicate(timeout=10)
+        if '"migration_started"' in out and '"run_finished"' not in out:
+            mid_run += 1
+        await _check_all_or_nothing(dsn, n)
+    assert mid_run >= 5, f"only {mid_run} of 20 kills landed in the middle of a run"
+    final = spawn(dsn, tmp_path, "lock_timeout=30")
+    out, err = final.communicate(timeout=60)
+    assert final.returncode == 0, (out, err)
+    await _check_all_or_nothing(dsn, n)
+    assert await fetchval(dsn, "SELECT count(*) FROM _migrations WHERE status = 'completed'") == n
+
+
+async def _check_all_or_nothing(dsn: str, n: int) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        has_history = await conn.fetchval("SELECT to_regclass('_migrations') IS NOT NULL")
+        done = set()
+        if has_history:
+            done = {
+                int(r["version"])
+                for r in await conn.fetch(
+                    "SELECT version FROM _migrations WHERE status = 'completed'"
+                )
+            }
+        for i in range(1, n + 1):
+            exists = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", f"t{i}")
+            assert exists == (i in done), f"migration {i}: table {exists}, recorded {i in done}"
+            if exists:
+                assert await conn.fetchval(f"SELECT count(*) FROM t{i}") == 50
+    finally:
+        await conn.close()

@@ -1,0 +1,173 @@
+"""The planner's rules as table tests: pure values in, a plan or a typed refusal out."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from asyncmig.errors import (
+    ChecksumMismatchError,
+    MissingFileError,
+    OutOfOrderError,
+    ResumeRequiredError,
+    RollbackUnavailableError,
+)
+from asyncmig.history import HistoryRow
+from asyncmig.loader import Directives, Migration, MigrationSet, SqlFile
+from asyncmig.planner import plan_migrate, plan_rollback
+
+
+def sql(name: str, checksum: str = "c", transactional: bool = True) -> SqlFile:
+    return SqlFile(
+        path=Path("sql") / name,
+        text="",
+        checksum=checksum,
+        directives=Directives(transactional=transactional),
+        statements=(),
+        dropped_outer_transaction=False,
+    )
+
+
+def mig(version: int, checksum: str = "c", rollback: bool = True, tx: bool = True) -> Migration:
+    name = f"m{version}"
+    return Migration(
+        version=version,
+        name=name,
+        forward=sql(f"{version:03d}_{name}.sql", checksum, tx),
+        rollback=sql(f"{version:03d}_{name}_rollback.sql", "r") if rollback else None,
+    )
+
+
+def row(
+    version: int,
+    status: str = "completed",
+    checksum: str = "c",
+    *,
+    transactional: bool = True,
+    done: int = 0,
+    total: int = 3,
+    rollback_sql: str | None = None,
+) -> HistoryRow:
+    return HistoryRow(
+        version=version, filename=f"{version:03d}_m{version}.sql", checksum=checksum,
+        status=status, executed_at=datetime.now(UTC), executed_by="me", execution_time_ms=1,
+        statements_total=total, statements_done=done, transactional=transactional,
+        error_message=None, error_sqlstate=None, rollback_sql=rollback_sql,
+        rollback_checksum=None,
+    )  # fmt: skip
+
+
+def mset(*migs: Migration) -> MigrationSet:
+    return MigrationSet(migrations=tuple(sorted(migs, key=lambda m: m.version)))
+
+
+def versions(plan: object) -> list[int]:
+    return [s.migration.version for s in plan.steps]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("disk", "rows", "kwargs", "expected"),
+    [
+        ([1, 2, 3], [], {}, [1, 2, 3]),
+        ([1, 2, 3], [1], {}, [2, 3]),
+        ([1, 2, 3], [1, 2, 3], {}, []),
+        ([1, 2, 3], [], {"steps": 2}, [1, 2]),
+        ([1, 2, 3], [], {"target": 2}, [1, 2]),
+        ([9, 10, 20261126153000], [9], {}, [10, 20261126153000]),  # integer order
+        ([1, 2, 3], [1, 2], {"target": 1}, []),
+    ],
+)
+def test_pending_selection(
+    disk: list[int], rows: list[int], kwargs: dict[str, int], expected: list[int]
+) -> None:
+    plan = plan_migrate(mset(*(mig(v) for v in disk)), {v: row(v) for v in rows}, **kwargs)
+    assert versions(plan) == expected
+
+
+def test_failed_transactional_migration_is_simply_pending() -> None:
+    plan = plan_migrate(mset(mig(1), mig(2)), {1: row(1), 2: row(2, "failed")})
+    assert versions(plan) == [2]
+
+
+def test_rolled_back_is_pending_again() -> None:
+    plan = plan_migrate(mset(mig(1)), {1: row(1, "rolled_back")})
+    assert versions(plan) == [1]
+
+
+def test_checksum_drift_refused_or_forced() -> None:
+    ms, rows = mset(mig(1, "new")), {1: row(1, checksum="old")}
+    with pytest.raises(ChecksumMismatchError) as info:
+        plan_migrate(ms, rows)
+    assert info.value.expected == "old" and info.value.actual == "new"
+    assert plan_migrate(ms, rows, force=True).warnings
+
+
+def test_missing_file_refused_or_forced() -> None:
+    with pytest.raises(MissingFileError):
+        plan_migrate(mset(mig(2)), {1: row(1)})
+    assert versions(plan_migrate(mset(mig(2)), {1: row(1)}, force=True)) == [2]
+
+
+def test_out_of_order_refused_or_allowed() -> None:
+    ms, rows = mset(mig(1), mig(2)), {2: row(2)}
+    with pytest.raises(OutOfOrderError) as info:
+        plan_migrate(ms, rows)
+    assert info.value.version == 1
+    assert versions(plan_migrate(ms, rows, allow_out_of_order=True)) == [1]
+
+
+def test_half_done_no_transaction_needs_resume() -> None:
+    ms = mset(mig(1, tx=False))
+    rows = {1: row(1, "failed", transactional=False, done=2, total=5)}
+    with pytest.raises(ResumeRequiredError) as info:
+        plan_migrate(ms, rows)
+    assert info.value.statements_done == 2 and "statement 3" in str(info.value)
+    plan = plan_migrate(ms, rows, resume=True)
+    assert plan.steps[0].resume_from == 2
+    # a killed run leaves "running": same rule
+    rows = {1: row(1, "running", transactional=False, done=1, total=5)}
+    assert plan_migrate(mset(mig(1, tx=False)), rows, resume=True).steps[0].resume_from == 1
+
+
+def test_resume_refused_when_file_changed() -> None:
+    rows = {1: row(1, "failed", checksum="old", transactional=False, done=2)}
+    with pytest.raises(ChecksumMismatchError):
+        plan_migrate(mset(mig(1, "new", tx=False)), rows, resume=True)
+
+
+def test_no_transaction_failure_before_any_statement_is_plain_pending() -> None:
+    rows = {1: row(1, "failed", transactional=False, done=0)}
+    assert versions(plan_migrate(mset(mig(1, tx=False)), rows)) == [1]
+
+
+def _parse(text: str, label: str) -> SqlFile:
+    return sql(label, "stored")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({}, [3]),
+        ({"steps": 2}, [3, 2]),
+        ({"to": 1}, [3, 2]),
+        ({"to": 0}, [3, 2, 1]),
+        ({"all": True}, [3, 2, 1]),
+        ({"to": 3}, []),
+    ],
+)
+def test_rollback_selection(kwargs: dict[str, int], expected: list[int]) -> None:
+    ms = mset(mig(1), mig(2), mig(3))
+    plan = plan_rollback(ms, {v: row(v) for v in (1, 2, 3)}, _parse, **kwargs)
+    assert [s.version for s in plan.steps] == expected
+
+
+def test_rollback_falls_back_to_stored_sql_then_fails_clearly() -> None:
+    ms = mset(mig(1, rollback=False), mig(2, rollback=False))
+    rows = {1: row(1), 2: row(2, rollback_sql="DROP TABLE t;")}
+    plan = plan_rollback(ms, rows, _parse)
+    assert plan.steps[0].source == "history" and plan.warnings
+    with pytest.raises(RollbackUnavailableError) as info:
+        plan_rollback(ms, rows, _parse, all=True)
+    assert info.value.version == 1
