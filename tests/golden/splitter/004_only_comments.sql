@@ -1,0 +1,5 @@
+-- just a comment
+/* and a block
+   comment */
+
+-- end

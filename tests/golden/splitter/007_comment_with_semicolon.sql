@@ -1,0 +1,3 @@
+SELECT 1 -- not; the end
+  + 2;
+SELECT 3;

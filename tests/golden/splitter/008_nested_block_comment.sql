@@ -1,0 +1,2 @@
+/* outer /* inner */ ; still comment */ SELECT 1;
+SELECT /* a /* b */ ; */ 2;

@@ -1,0 +1,3 @@
+SELECT E'it\'s;';
+SELECT e'back\\';
+SELECT 2;

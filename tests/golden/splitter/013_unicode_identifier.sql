@@ -1,0 +1,2 @@
+SELECT 1 AS U&"d\0061t;";
+SELECT 2;

@@ -1,0 +1,2 @@
+SELECT N'na;tional';
+SELECT 2;

@@ -1,0 +1,2 @@
+SELECT $fn$ body with $$ inside; and $x$ too $fn$;
+SELECT 2;

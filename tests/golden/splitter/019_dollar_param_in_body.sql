@@ -1,0 +1,2 @@
+CREATE FUNCTION add(int, int) RETURNS int LANGUAGE sql AS $$ SELECT $1 + $2; $$;
+SELECT 2;

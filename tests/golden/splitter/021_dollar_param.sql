@@ -1,0 +1,2 @@
+PREPARE q(int) AS SELECT $1;
+EXECUTE q(1);

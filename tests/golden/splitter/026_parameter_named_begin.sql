@@ -1,0 +1,3 @@
+CREATE FUNCTION f(begin int) RETURNS int LANGUAGE sql
+RETURN begin + 1;
+SELECT 2;

@@ -1,0 +1,6 @@
+DO LANGUAGE plpgsql $do$
+DECLARE s text := $$x;y$$;
+BEGIN
+  PERFORM 1;
+END
+$do$;

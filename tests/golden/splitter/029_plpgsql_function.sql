@@ -1,0 +1,8 @@
+CREATE OR REPLACE FUNCTION touch() RETURNS trigger
+LANGUAGE plpgsql AS $body$
+BEGIN
+  NEW.updated_at := now();
+  RETURN NEW;
+END;
+$body$;
+CREATE TRIGGER t BEFORE UPDATE ON x FOR EACH ROW EXECUTE FUNCTION touch();

@@ -1,0 +1,4 @@
+CREATE TABLE t (a int);
+COPY t FROM STDIN;
+\.
+SELECT 1;

@@ -1,0 +1,6 @@
+SELECT 1;
+SELECT
+  2;
+-- c
+SELECT 'a
+b';

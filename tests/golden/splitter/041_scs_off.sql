@@ -1,0 +1,3 @@
+SET standard_conforming_strings = off;
+SELECT 'it\'s; fine';
+SELECT 2;

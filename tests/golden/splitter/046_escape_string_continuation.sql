@@ -1,0 +1,3 @@
+SELECT E'a'
+'b\'c;';
+SELECT 2;

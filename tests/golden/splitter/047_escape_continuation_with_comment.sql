@@ -1,0 +1,3 @@
+SELECT E'a' -- comment
+  'it\'s;';
+SELECT 2;

@@ -1,0 +1,4 @@
+\restrict abc123
+SET statement_timeout = 0;
+SELECT 1;
+\unrestrict abc123

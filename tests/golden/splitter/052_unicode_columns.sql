@@ -1,0 +1,2 @@
+SELECT '東京;'; SELECT 'naïve';
+  SELECT 2;

@@ -1,0 +1,2 @@
+SELECT 1; /* one */ -- two
+/* three */ SELECT 2 /* inside; */;

@@ -1,0 +1,2 @@
+SELECT some'x';
+SELECT 2;

@@ -1,0 +1,2 @@
+SELECT 1 AS x, $q$;$q$;
+SELECT 2;

@@ -1,0 +1,2 @@
+SELECT $a$ $ab$ ; $b$ ; $a$;
+SELECT 2;

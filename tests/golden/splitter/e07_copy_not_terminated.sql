@@ -1,0 +1,5 @@
+CREATE TABLE t (a int);
+
+COPY t FROM STDIN;
+1
+2

@@ -1,0 +1,8 @@
+SELECT 1;
+
+
+
+
+
+\set x 1
+SELECT :x;
