@@ -79,6 +79,34 @@ __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
     from .config import Config
+    from .errors import (
+        AmbiguousRollbackError,
+        AsyncmigError,
+        ChecksumMismatchError,
+        ConfigError,
+        ConnectionPoolingError,
+        DatabaseUnreachableError,
+        DirectiveError,
+        DuplicateVersionError,
+        EncodingError,
+        FileNameError,
+        LockError,
+        LockHolder,
+        LockLostError,
+        LockTimeoutError,
+        MigrationError,
+        MigrationFileError,
+        MigrationTimeoutError,
+        MissingDirectiveError,
+        MissingFileError,
+        OutOfOrderError,
+        ResumeRequiredError,
+        RollbackFailedError,
+        RollbackUnavailableError,
+        SplitError,
+        TransactionControlError,
+        ValidationError,
+    )
     from .events import (
         Event,
         LockAcquired,
@@ -109,34 +137,6 @@ if TYPE_CHECKING:
         VersionStatus,
     )
     from .splitter import Statement, split_statements
-    from .errors import (
-        AmbiguousRollbackError,
-        AsyncmigError,
-        ChecksumMismatchError,
-        ConfigError,
-        ConnectionPoolingError,
-        DatabaseUnreachableError,
-        DirectiveError,
-        DuplicateVersionError,
-        EncodingError,
-        FileNameError,
-        LockError,
-        LockHolder,
-        LockLostError,
-        LockTimeoutError,
-        MigrationError,
-        MigrationFileError,
-        MigrationTimeoutError,
-        MissingDirectiveError,
-        MissingFileError,
-        OutOfOrderError,
-        ResumeRequiredError,
-        RollbackFailedError,
-        RollbackUnavailableError,
-        SplitError,
-        TransactionControlError,
-        ValidationError,
-    )
 
 
 def __getattr__(name: str) -> Any:
