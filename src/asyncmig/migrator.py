@@ -371,6 +371,18 @@ class Migrator:
             return RollbackReport(rolled_back=tuple(done), planned=tuple(d.version for d in done),
                                   duration_ms=_ms(t_start))  # fmt: skip
 
+    def stream(self, operation: str, /, **kwargs: Any) -> Any:
+        """``async with m.stream("migrate", steps=1) as events: async for e in events``.
+
+        ``operation`` is ``"migrate"``, ``"rollback"``, ``"reset"`` or ``"seed"``; keyword
+        arguments go to that method. ``events.result`` holds its return value afterwards.
+        """
+        from .stream import run_streamed
+
+        if operation not in ("migrate", "rollback", "reset", "seed"):
+            raise ConfigError(f"cannot stream {operation!r}")
+        return run_streamed(getattr(self, operation), **kwargs)
+
     async def reset(
         self, *, on_event: EventCallback | None = None
     ) -> tuple[RollbackReport, MigrateReport]:
