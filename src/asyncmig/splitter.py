@@ -6,9 +6,10 @@ psql's lexer (``psqlscan.l``) tracks, and nothing more:
 * ``--`` comments (to the end of the line, or of the file) and nested ``/* /* */ */``
   comments;
 * quoted strings: ``'…'`` with ``''``; ``E'…'`` with backslash escapes (``E'it\\'s'``);
-  ``U&'…'``, ``B'…'``, ``X'…'`` and ``N'…'``; the SQL rule that two strings separated by
-  whitespace containing a newline are one string (which matters only for escape
-  strings: ``E'a'`` newline ``'\\''`` is still read with backslash escapes);
+  ``U&'…'``, ``B'…'``, ``X'…'`` and ``N'…'``. The SQL rule that strings separated by
+  whitespace with a newline are one string never applies in psql, which feeds its lexer
+  one line at a time without the newline; so ``E'a'`` newline ``'b\\'`` is an escape
+  string followed by a *plain* one, here as in psql;
 * quoted identifiers ``"…"`` with ``""``, and ``U&"…"``;
 * dollar quotes ``$$…$$`` and ``$tag$…$tag$`` (only the same tag closes; ``$1`` is a
   parameter; a ``$`` inside an identifier such as ``a$b`` opens nothing);
@@ -123,10 +124,6 @@ _SCAN_EXT_FN = re.compile(r"'" + _COMMON + _WORDS)
 
 _STD_STRING = re.compile(r"'[^']*+'")
 _ESC_STRING = re.compile(r"'(?:[^'\\]++|\\.|'')*+'", re.DOTALL)
-# psql's {quotecontinue}: whitespace with at least one newline, then a quote.
-_QUOTE_CONTINUE = re.compile(
-    r"(?:[ \t\f]++|--[^\n\r]*+)*+[\n\r](?:[ \t\n\r\f]++|--[^\n\r]*+[\n\r])*+'"
-)
 _DOLLAR_TAG = re.compile(r"\$(?:[A-Za-z_\x80-\U0010ffff][A-Za-z0-9_\x80-\U0010ffff]*+)?\$")
 _BLOCK_COMMENT_TOKEN = re.compile(r"/\*|\*/")
 _SPACE = re.compile(r"(?:[ \t\n\r\f\v\ufeff]++|--[^\n\r]*+)*+")
@@ -269,46 +266,14 @@ def _skip_space(text: str, pos: int, path: str | os.PathLike[str] | None) -> int
             return pos
 
 
-def _escape_string_end(text: str, start: int, path: str | os.PathLike[str] | None) -> int:
-    """End of an escape string (``E'…'``) whose quote is at ``start``, continuations included."""
-    pos = start
-    while True:
-        m = _ESC_STRING.match(text, pos)
-        if m is None:
-            raise _error(
-                f"unterminated quoted string opened at {_opened_at(text, start)}",
-                text,
-                start,
-                path,
-            )
-        cont = _QUOTE_CONTINUE.match(text, m.end())
-        if cont is None:
-            return m.end()
-        pos = cont.end() - 1
-
-
-def _standard_string_end(
-    text: str, start: int, continued: bool, path: str | os.PathLike[str] | None
-) -> int:
-    """End of a string without escapes; with ``continued``, continuations included.
-
-    (Only needed when the continuation would otherwise be read as an escape string:
-    ``B'1'`` newline ``'\\'`` after ``standard_conforming_strings = off``.)
-    """
-    pos = start
-    while True:
-        m = _STD_STRING.match(text, pos)
-        if m is None:
-            raise _error(
-                f"unterminated quoted string opened at {_opened_at(text, start)}",
-                text,
-                start,
-                path,
-            )
-        cont = _QUOTE_CONTINUE.match(text, m.end()) if continued else None
-        if cont is None:
-            return m.end()
-        pos = cont.end() - 1
+def _string_end(text: str, start: int, escapes: bool, path: str | os.PathLike[str] | None) -> int:
+    """End of the quoted string whose opening quote is at ``start``."""
+    m = (_ESC_STRING if escapes else _STD_STRING).match(text, start)
+    if m is None:
+        raise _error(
+            f"unterminated quoted string opened at {_opened_at(text, start)}", text, start, path
+        )
+    return m.end()
 
 
 def _head_words(text: str, pos: int, limit: int) -> list[str]:
@@ -596,9 +561,9 @@ def _scan(
                 ):
                     kind = "U"
             if kind == "E" or (not std_strings and kind in ("", "N")):
-                e = _escape_string_end(text, s, path)
-            elif e - s == 1 or not std_strings:
-                e = _standard_string_end(text, s, not std_strings, path)
+                e = _string_end(text, s, True, path)
+            elif e - s == 1:
+                e = _string_end(text, s, False, path)
             p = lo = e
         elif c == '"':
             if e - s == 1:

@@ -1,3 +1,3 @@
 SELECT E'a' -- comment
-  'it\'s;';
+  'b\';
 SELECT 2;

@@ -1,3 +1,3 @@
 SELECT E'a'
-'b\'c;';
+'b\'c;
 SELECT 2;
