@@ -10,12 +10,13 @@ import sys
 import time
 from collections.abc import Callable
 
-from bench import splitter
+from bench import engine, splitter
 
 Row = tuple[str, str, str, bool]
 
 SECTIONS: list[tuple[str, Callable[[], list[Row]]]] = [
     ("splitter", splitter.section),
+    ("engine", engine.section),
 ]
 
 

@@ -163,3 +163,22 @@ def test_standard_conforming_strings_values() -> None:
 def test_restrict_inside_statement_is_an_error() -> None:
     with pytest.raises(SplitError, match=r"\\restrict at line 2"):
         split_statements("SELECT 1\n\\restrict x\n;")
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ("a\tb\n\\.\n", "a\tb\n"),
+        ("\\.\n", ""),  # no rows at all
+        ("\\.x\nrow\n\\.\n", "\\.x\nrow\n"),  # a line starting with \. is data
+        ("r1\n\\.x\nr2\n\\.\r\n", "r1\n\\.x\nr2\n"),
+        ("r1\n\\.", "r1\n"),  # terminator at end of file without a newline
+    ],
+)
+def test_copy_data_ends_only_at_a_line_that_is_exactly_backslash_dot(
+    data: str, expected: str
+) -> None:
+    at_eof = data.endswith("\\.")
+    statements = split_statements("COPY t FROM stdin;\n" + data + ("" if at_eof else "SELECT 1;"))
+    assert statements[0].copy_from_stdin and statements[0].copy_data == expected
+    assert [s.text for s in statements[1:]] == ([] if at_eof else ["SELECT 1;"])
