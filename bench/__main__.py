@@ -10,13 +10,14 @@ import sys
 import time
 from collections.abc import Callable
 
-from bench import engine, splitter
+from bench import cli, engine, splitter
 
 Row = tuple[str, str, str, bool]
 
 SECTIONS: list[tuple[str, Callable[[], list[Row]]]] = [
     ("splitter", splitter.section),
     ("engine", engine.section),
+    ("cli", cli.section),
 ]
 
 

@@ -1,0 +1,90 @@
+"""The global options, declared once: flattened into the launcher, valid before or after
+the command (``asyncmig --json migrate`` = ``asyncmig migrate --json``), each with its
+environment variable. ``None`` means "not given", so the config file can fill it in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated
+
+from cyclopts import Group, Parameter
+
+if TYPE_CHECKING:
+    from ..settings import Settings
+
+__all__ = ["GLOBAL", "GlobalOptions"]
+
+GLOBAL = Group("Global options", sort_key=100)
+
+
+def _env(name: str) -> Parameter:
+    return Parameter(env_var=f"ASYNCMIG_{name}", group=GLOBAL)
+
+
+@Parameter(name="*", group=GLOBAL)
+@dataclass(frozen=True, kw_only=True)
+class GlobalOptions:
+    database_url: Annotated[
+        str | None,
+        Parameter(env_var=("ASYNCMIG_DATABASE_URL", "DATABASE_URL"), group=GLOBAL),
+    ] = None
+    """PostgreSQL URL (postgresql://user:password@host:5432/db). Never printed with its
+    password."""
+
+    env: Annotated[str | None, _env("ENV")] = None
+    """Environment table of the config file to use (dev, staging, production…)."""
+
+    config: Annotated[str | None, _env("CONFIG")] = None
+    """Config file (default: ./asyncmig.toml, else [tool.asyncmig] of ./pyproject.toml)."""
+
+    sql_dir: Annotated[str | None, _env("SQL_DIR")] = None
+    """Directory of forward migrations [default: sql]."""
+
+    rollback_dir: Annotated[str | None, _env("ROLLBACK_DIR")] = None
+    """Directory of rollback files [default: rollback]."""
+
+    seeds_dir: Annotated[str | None, _env("SEEDS_DIR")] = None
+    """Directory of seed files [default: seeds]."""
+
+    schema: Annotated[str | None, _env("SCHEMA")] = None
+    """Schema of the history tables [default: public]."""
+
+    lock_timeout: Annotated[str | None, _env("LOCK_TIMEOUT")] = None
+    """How long to wait for the migration lock, e.g. 30s, 5min; 0 = try once
+    [default: 5min]."""
+
+    stale_after: Annotated[str | None, _env("STALE_AFTER")] = None
+    """A lock holder without heartbeat for this long is presumed dead and its session
+    ended [default: 30s]."""
+
+    migration_timeout: Annotated[str | None, _env("MIGRATION_TIMEOUT")] = None
+    """Deadline of each migration; 0 = none [default: 5min]."""
+
+    wait_for_db: Annotated[str | None, _env("WAIT_FOR_DB")] = None
+    """Keep retrying to connect for this long (database still starting) [default: 0]."""
+
+    json: Annotated[bool, Parameter(env_var="ASYNCMIG_JSON", group=GLOBAL)] = False
+    """Print one JSON object per line (events, results, errors) on stdout."""
+
+    verbose: Annotated[
+        bool, Parameter(name=("--verbose", "-v"), env_var="ASYNCMIG_VERBOSE", group=GLOBAL)
+    ] = False
+    """Show every statement, lock events and error causes."""
+
+    def resolve(self) -> Settings:
+        """Flags/environment over the config file (see :mod:`asyncmig.settings`)."""
+        from ..settings import resolve
+
+        overrides = {
+            "dsn": self.database_url,
+            "sql_dir": self.sql_dir,
+            "rollback_dir": self.rollback_dir,
+            "seeds_dir": self.seeds_dir,
+            "schema": self.schema,
+            "lock_timeout": self.lock_timeout,
+            "stale_after": self.stale_after,
+            "migration_timeout": self.migration_timeout,
+            "wait_for_db": self.wait_for_db,
+        }
+        return resolve(overrides, environment=self.env, config_file=self.config)

@@ -1,0 +1,214 @@
+"""Events, errors and reports as plain text: shared by the plain and terminal renderers."""
+
+from __future__ import annotations
+
+import traceback
+from datetime import UTC
+from typing import Any
+
+from ..durations import format_duration
+from ..errors import AsyncmigError, LockTimeoutError, MigrationError
+from ..events import (
+    Event,
+    LockAcquired,
+    LockReclaimed,
+    LockReleased,
+    LockWaiting,
+    Message,
+    MigrationFailed,
+    MigrationFinished,
+    MigrationStarted,
+    RunFinished,
+    RunStarted,
+    ServerNotice,
+    StatementFinished,
+    StatementPlanned,
+    StatementStarted,
+)
+from ..reports import StatusReport, ValidationReport, VersionStatus
+
+__all__ = [
+    "applied_when",
+    "describe_event",
+    "error_line",
+    "error_lines",
+    "fmt_ms",
+    "notes",
+    "plural",
+    "state_label",
+    "status_footer",
+    "validation_footer",
+    "where",
+]
+
+
+def fmt_ms(value: float | None) -> str:
+    return "?" if value is None else format_duration(value / 1000)
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def describe_event(event: Event) -> str | None:
+    """One line of text for an event (plain logs and rich's scrolling lines)."""
+    match event:
+        case RunStarted(operation=op, plan=plan, dry_run=dry, atomic=atomic):
+            if not plan:
+                return f"{op}: nothing to do"
+            names = ", ".join(p.filename for p in plan)
+            what = "would apply" if dry and op == "migrate" else "applying"
+            if op == "rollback":
+                what = "would roll back" if dry else "rolling back"
+            mode = " in one transaction" if atomic else ""
+            return f"{op}: {what} {plural(len(plan), 'migration')}{mode}: {names}"
+        case LockWaiting(holder=holder, waited_s=waited):
+            who = holder.describe() if holder else "another session"
+            return f"waiting for the migration lock held by {who} ({waited:.0f}s so far)"
+        case LockAcquired(waited_s=waited, backend_pid=pid):
+            return f"lock acquired after {format_duration(waited)} (backend pid {pid})"
+        case LockReclaimed(holder=holder, heartbeat_age_s=age):
+            return (
+                f"reclaimed the lock from a stale holder ({holder.describe()}; "
+                f"no heartbeat for {format_duration(age)})"
+            )
+        case LockReleased(held_s=held):
+            return f"lock released (held {format_duration(held)})"
+        case MigrationStarted(version=v, migration=name, statements=n, transactional=tx):
+            arrow = "rolling back" if event.direction == "down" else "applying"
+            mode = "one transaction" if tx else "no transaction"
+            return f"{v} {name}: {arrow} ({plural(n, 'statement')}, {mode})"
+        case StatementStarted(version=v, index=i, total=n, line=line, preview=text):
+            return f"{v} [{i}/{n}] line {line}: {text}"
+        case StatementFinished(version=v, index=i, total=n, status=tag, duration_ms=ms):
+            return f"{v} [{i}/{n}] {tag or 'OK'} ({fmt_ms(ms)})"
+        case StatementPlanned(version=v, index=i, total=n, line=line, preview=text):
+            return f"{v} [{i}/{n}] line {line}: {text}"
+        case ServerNotice(version=v, severity=sev, message=msg):
+            prefix = f"{v} " if v is not None else ""
+            return f"{prefix}{sev}: {msg}"
+        case Message(level=level, text=text):
+            return f"{level}: {text}"
+        case MigrationFinished(version=v, migration=name, direction=d, duration_ms=ms):
+            return f"{v} {name}: {'rolled back' if d == 'down' else 'applied'} in {fmt_ms(ms)}"
+        case MigrationFailed(version=v, migration=name, duration_ms=ms, error=err):
+            return f"{v} {name}: FAILED after {fmt_ms(ms)}: {error_line(err)}"
+        case RunFinished(operation=op, applied=applied, rolled_back=back, ok=ok, dry_run=dry):
+            took = fmt_ms(event.duration_ms)
+            if dry:
+                return f"{op}: dry run finished in {took}; nothing was changed"
+            done = applied if op != "rollback" else back
+            verb = "rolled back" if op == "rollback" else "applied"
+            listed = f" ({', '.join(map(str, done))})" if done else ""
+            if not ok:
+                return f"{op}: failed after {took}; {verb} {plural(len(done), 'migration')}{listed}"
+            return f"{op}: {verb} {plural(len(done), 'migration')}{listed} in {took}"
+    return None
+
+
+def error_line(err: dict[str, Any]) -> str:
+    text = str(err.get("server_message") or err.get("message") or "")
+    where = ""
+    if err.get("path"):
+        where = f" at {err['path']}"
+        if err.get("line"):
+            where += f":{err['line']}"
+    state = f" [SQLSTATE {err['sqlstate']}]" if err.get("sqlstate") else ""
+    return f"{text}{state}{where}"
+
+
+def error_lines(exc: BaseException, *, verbose: bool) -> list[str]:
+    """Human-readable lines for an error: message, then the fields that help fix it."""
+    if isinstance(exc, AsyncmigError):
+        lines = [f"error: {exc}"]
+    else:
+        lines = [f"internal error: {type(exc).__name__}: {exc}"]
+        if not verbose:
+            lines.append("  (run with -v for the traceback)")
+    if isinstance(exc, MigrationError):
+        if exc.sqlstate:
+            lines.append(f"  SQLSTATE {exc.sqlstate}")
+        if exc.detail:
+            lines.append(f"  detail: {exc.detail}")
+        if exc.hint:
+            lines.append(f"  hint: {exc.hint}")
+        if exc.applied:
+            lines.append(f"  applied before the failure: {', '.join(map(str, exc.applied))}")
+    if isinstance(exc, LockTimeoutError) and exc.holder is not None:
+        lines.append(f"  held by {exc.holder.describe()}")
+        if exc.holder.statement:
+            lines.append(f"  running: {exc.holder.statement}")
+    if verbose:
+        cause = exc.__cause__
+        while cause is not None:
+            lines.append(f"  caused by {type(cause).__name__}: {cause}")
+            cause = cause.__cause__
+        if not isinstance(exc, AsyncmigError):
+            lines += traceback.format_exception(exc)
+    return lines
+
+
+def state_label(v: VersionStatus) -> str:
+    label = v.state.replace("_", " ")
+    if v.state in ("failed", "running") and v.statements_done is not None and v.statements_total:
+        label += f" ({v.statements_done}/{v.statements_total})"
+    return label
+
+
+def notes(v: VersionStatus) -> list[str]:
+    notes = []
+    if v.modified:
+        notes.append("modified")
+    if v.missing_file:
+        notes.append("missing file")
+    if v.error_sqlstate:
+        notes.append(f"SQLSTATE {v.error_sqlstate}")
+    if not v.has_rollback and not v.missing_file:
+        notes.append("no rollback")
+    return notes
+
+
+def applied_when(v: VersionStatus) -> str:
+    if v.applied_at is None:
+        return "-"
+    return v.applied_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def where(path: str | None, line: int | None, column: int | None) -> str:
+    if not path:
+        return ""
+    out = path
+    if line:
+        out += f":{line}"
+        if column:
+            out += f":{column}"
+    return out + ": "
+
+
+def status_footer(report: StatusReport) -> str:
+    current = report.current_version
+    pending = len(report.pending)
+    parts = [
+        f"schema {report.schema}",
+        f"current version {current}" if current is not None else "nothing applied",
+        f"{pending} pending",
+    ]
+    drift = sum(1 for v in report.versions if v.modified)
+    missing = sum(1 for v in report.versions if v.missing_file)
+    failed = sum(1 for v in report.versions if v.state == "failed")
+    if drift:
+        parts.append(f"{drift} modified")
+    if missing:
+        parts.append(f"{missing} missing file{'s' if missing != 1 else ''}")
+    if failed:
+        parts.append(f"{failed} failed")
+    return " · ".join(parts)
+
+
+def validation_footer(report: ValidationReport) -> str:
+    scope = "files and history" if report.online else "files only (offline)"
+    errors, warnings = len(report.errors), len(report.warnings)
+    if report.ok:
+        extra = f" ({plural(warnings, 'warning')})" if warnings else ""
+        return f"validation passed: {scope}{extra}"
+    return f"validation failed: {plural(errors, 'error')}, {plural(warnings, 'warning')}; {scope}"
