@@ -103,7 +103,12 @@ class Statement:
 
 # ---------------------------------------------------------------------------- patterns
 
-_IDENT_CHARS = "A-Za-z0-9_$\x80-\U0010ffff"
+# Identifier characters as negated ASCII classes: "[^...]" compiles in a fraction of a
+# millisecond, where the equivalent "\x80-\U0010ffff" range costs ~7 ms per pattern at
+# import (on the start-up path of every replica).
+_IDENT_START = r"[^\x00-\x40\x5b-\x5e\x60\x7b-\x7f]"  # A-Z a-z _ and non-ASCII
+_IDENT_CHAR = r"[^\x00-\x23\x25-\x2f\x3a-\x40\x5b-\x5e\x60\x7b-\x7f]"  # also 0-9 and $
+_TAG_CHAR = r"[^\x00-\x2f\x3a-\x40\x5b-\x5e\x60\x7b-\x7f]"  # as _IDENT_CHAR, without $
 _ASCII_IDENT = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_$")
 
 # A parenthesised group (at most one level of nested parentheses) without comments,
@@ -115,7 +120,7 @@ _GROUP = rf"\((?:{_IN_GROUP}|\((?:{_IN_GROUP})*+\))*+\)"
 # Every alternative starts with a literal character, so the regex engine can skip
 # uninteresting characters without trying each alternative.
 _COMMON = r"|\(|\)|\"[^\"]*+\"|\"|;|\$|\\|--[^\n\r]*+|/\*"
-_WORDS = rf"|(?<![{_IDENT_CHARS}])(?i:begin|case|end)(?![{_IDENT_CHARS}])"
+_WORDS = rf"|(?<!{_IDENT_CHAR})(?i:begin|case|end)(?!{_IDENT_CHAR})"
 _SCAN_STD = re.compile(_GROUP + r"|'[^']*+'|'" + _COMMON)
 _SCAN_STD_FN = re.compile(_GROUP + r"|'[^']*+'|'" + _COMMON + _WORDS)
 # standard_conforming_strings off: every "'" is looked at (plain strings take escapes).
@@ -124,14 +129,14 @@ _SCAN_EXT_FN = re.compile(r"'" + _COMMON + _WORDS)
 
 _STD_STRING = re.compile(r"'[^']*+'")
 _ESC_STRING = re.compile(r"'(?:[^'\\]++|\\.|'')*+'", re.DOTALL)
-_DOLLAR_TAG = re.compile(r"\$(?:[A-Za-z_\x80-\U0010ffff][A-Za-z0-9_\x80-\U0010ffff]*+)?\$")
+_DOLLAR_TAG = re.compile(rf"\$(?:{_IDENT_START}{_TAG_CHAR}*+)?\$")
 _BLOCK_COMMENT_TOKEN = re.compile(r"/\*|\*/")
 _SPACE = re.compile(r"(?:[ \t\n\r\f\v\ufeff]++|--[^\n\r]*+)*+")
-_WORD = re.compile(rf"[A-Za-z_\x80-\U0010ffff][{_IDENT_CHARS}]*+")
-_ATOMIC = re.compile(rf"(?i:atomic)(?![{_IDENT_CHARS}])")
+_WORD = re.compile(rf"{_IDENT_START}{_IDENT_CHAR}*+")
+_ATOMIC = re.compile(rf"(?i:atomic)(?!{_IDENT_CHAR})")
 _META = re.compile(r"\\([A-Za-z_]+|[^\sA-Za-z_]?)")
 _TOKEN = re.compile(
-    rf"""[A-Za-z_\x80-\U0010ffff][{_IDENT_CHARS}]*+
+    rf"""{_IDENT_START}{_IDENT_CHAR}*+
     |[EeBbXxNn]?'(?:[^'\\]|\\.|'')*'|U&'[^']*'
     |"(?:[^"]|"")*"|U&"(?:[^"]|"")*"
     |\$(?:[A-Za-z_]\w*)?\$|[0-9]+|\S""",
