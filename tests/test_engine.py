@@ -388,3 +388,14 @@ async def test_module_level_migrate_and_validate(dsn: str, tmp_path: Path) -> No
     p.write_text(p.read_text() + "-- tampered\n")
     result = await migrator(dsn, tmp_path).validate()
     assert not result.ok and [i.code for i in result.errors] == ["checksum_mismatch"]
+
+
+async def test_error_position_in_the_first_statement_maps_to_the_file(
+    dsn: str, tmp_path: Path
+) -> None:
+    write_tree(
+        tmp_path, {"001_first.sql": "-- header\n\n  SELECT 1,\n         nosuchcol FROM pg_class;\n"}
+    )
+    with pytest.raises(asyncmig.MigrationError) as info:
+        await migrator(dsn, tmp_path).migrate()
+    assert (info.value.line, info.value.column, info.value.sqlstate) == (4, 10, "42703")

@@ -54,6 +54,7 @@ from .splitter import Statement
 __all__ = ["Runner"]
 
 _CLEANUP_TIMEOUT = 5.0
+_BEGIN_PREFIX = "BEGIN;"
 _COPY_CHUNK = 1 << 20
 
 Emit = Callable[[Event], Awaitable[None]]
@@ -66,6 +67,7 @@ class _Failure:
     index: int | None = None
     statement: Statement | None = None
     exc: BaseException | None = None
+    prefix: int = 0  # characters sent before the statement's text (a folded BEGIN)
 
 
 class Runner:
@@ -87,6 +89,7 @@ class Runner:
         self.migration_timeout = migration_timeout
         self._notices: list[asyncpg.PostgresLogMessage] = []
         self._current_version: int | None = None
+        self._begin_pending = False
 
     # -- notices ----------------------------------------------------------------------
 
@@ -116,10 +119,23 @@ class Runner:
 
     # -- statements -------------------------------------------------------------------
 
-    async def _execute(self, st: Statement) -> str:
+    async def _execute(self, st: Statement, failure: _Failure) -> str:
+        failure.prefix = 0
+        if self._begin_pending and not st.copy_from_stdin:
+            # The transaction's BEGIN travels with its first statement: one round trip
+            # less per migration. Error positions are shifted back by the prefix.
+            self._begin_pending = False
+            failure.prefix = len(_BEGIN_PREFIX)
+            return str(await self.conn.execute(_BEGIN_PREFIX + st.text))
+        await self._ensure_begun()
         if st.copy_from_stdin:
             return await self._copy(st)
         return str(await self.conn.execute(st.text))
+
+    async def _ensure_begun(self) -> None:
+        if self._begin_pending:
+            self._begin_pending = False
+            await self.conn.execute("BEGIN")
 
     async def _copy(self, st: Statement) -> str:
         data = st.copy_data or ""
@@ -150,7 +166,7 @@ class Runner:
                 )
             )  # fmt: skip
             t0 = time.perf_counter()
-            status = await self._execute(st)
+            status = await self._execute(st, failure)
             elapsed = (time.perf_counter() - t0) * 1000
             await self._flush_notices()
             await self.emit(
@@ -164,6 +180,9 @@ class Runner:
         failure.index, failure.statement = None, None
 
     async def _set_timeouts(self, directives: Directives, *, local: bool) -> None:
+        if directives.lock_timeout is None and directives.statement_timeout is None:
+            return
+        await self._ensure_begun()
         for name, value in (
             ("lock_timeout", directives.lock_timeout),
             ("statement_timeout", directives.statement_timeout),
@@ -200,9 +219,10 @@ class Runner:
         try:
             with self._deadline():
                 if sql.directives.transactional:
-                    async with _transaction(self.conn):
+                    async with _transaction(self):
                         await self._set_timeouts(sql.directives, local=True)
                         await self._run_statements(mig.version, sql.statements, 0, failure)
+                        await self._ensure_begun()
                         await self.history.record_completed(
                             self.conn, version=mig.version, filename=mig.filename,
                             checksum=sql.checksum, duration_ms=int(_ms(t0)),
@@ -274,7 +294,7 @@ class Runner:
         failure = _Failure()
         t0 = t_run
         try:
-            async with _transaction(self.conn):
+            async with _transaction(self):
                 for step in steps:
                     current = step
                     mig = step.migration
@@ -291,6 +311,7 @@ class Runner:
                     with self._deadline():
                         await self._set_timeouts(sql.directives, local=True)
                         await self._run_statements(mig.version, sql.statements, 0, failure)
+                    await self._ensure_begun()
                     await self.history.record_completed(
                         self.conn, version=mig.version, filename=mig.filename,
                         checksum=sql.checksum, duration_ms=int(_ms(t0)),
@@ -400,7 +421,7 @@ class Runner:
             pos = getattr(exc, "position", None)
             if pos:
                 with contextlib.suppress(ValueError, IndexError):
-                    line, column = st.position(int(pos))
+                    line, column = st.position(int(pos) - failure.prefix)
             where = f" (statement {failure.index}, {st.keyword or 'SQL'})"
         cls: type[MigrationError] = RollbackFailedError if rollback else MigrationError
         if isinstance(exc, TimeoutError):
@@ -456,7 +477,7 @@ class Runner:
         t0 = time.perf_counter()
         transactional = steps[0].sql.directives.transactional
         try:
-            async with _transaction(self.conn, transactional):
+            async with _transaction(self, transactional):
                 for step in steps:
                     current = step
                     sql = step.sql
@@ -475,6 +496,7 @@ class Runner:
                         await self._run_statements(step.version, sql.statements, 0, failure)
                         if not transactional:
                             await self._reset_timeouts(sql.directives)
+                    await self._ensure_begun()
                     await self.history.record_rolled_back(
                         self.conn, version=step.version, filename=step.filename,
                         checksum=sql.checksum, duration_ms=int(_ms(t0)),
@@ -536,16 +558,20 @@ class _transaction:
     cancelling, which could leave the connection mid-transaction.
     """
 
-    def __init__(self, conn: Conn, transactional: bool = True) -> None:
-        self._conn = conn
+    def __init__(self, runner: Runner, transactional: bool = True) -> None:
+        self._runner = runner
+        self._conn = runner.conn
         self._on = transactional
 
     async def __aenter__(self) -> None:
         if self._on:
-            await self._conn.execute("BEGIN")
+            self._runner._begin_pending = True  # sent with the first statement
 
     async def __aexit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
         if not self._on:
+            return
+        if self._runner._begin_pending:  # nothing was sent: no transaction to end
+            self._runner._begin_pending = False
             return
         if exc_type is None:
             await self._conn.execute("COMMIT")
