@@ -21,7 +21,7 @@ from rich.progress import (
     TextColumn,
 )
 from rich.table import Column, Table
-from rich.text import Text
+from rich.text import Span, Text
 
 from ..durations import format_duration
 from ..events import (
@@ -230,7 +230,7 @@ class RichRenderer(Renderer):
     # results
 
     def status(self, report: StatusReport) -> None:
-        self.console.print(status_table(report), crop=True)
+        self.console.print(status_table(report), soft_wrap=True)
         self.console.print(status_footer(report), highlight=False)
 
     def validation(self, report: ValidationReport) -> None:
@@ -286,19 +286,28 @@ def status_table(report: StatusReport) -> Text:
     for row in rows:
         for i, (cell, _) in enumerate(row):
             widths[i] = max(widths[i], cell_len(cell))
-    out = Text(no_wrap=True, overflow="ellipsis", end="")
-    header = "  ".join(_pad(h, widths[i], i in _RIGHT) for i, h in enumerate(_COLUMNS))
-    out.append(header.rstrip() + "\n", style="bold")
-    out.append("  ".join("─" * w for w in widths) + "\n", style="dim")
+    # One plain string plus style spans: far cheaper than a Text.append per cell.
+    parts: list[str] = []
+    spans: list[Span] = []
+    pos = 0
+
+    def put(text: str, style: str = "") -> None:
+        nonlocal pos
+        if style and text:
+            spans.append(Span(pos, pos + len(text), style))
+        parts.append(text)
+        pos += len(text)
+
+    put("  ".join(_pad(h, widths[i], i in _RIGHT) for i, h in enumerate(_COLUMNS)).rstrip(), "bold")
+    put("\n")
+    put("  ".join("─" * w for w in widths), "dim")
+    last = len(_COLUMNS) - 1
     for row in rows:
+        put("\n")
         for i, (cell, style) in enumerate(row):
-            if i:
-                out.append("  ")
             padded = _pad(cell, widths[i], i in _RIGHT)
-            out.append(padded.rstrip() if i == len(row) - 1 else padded, style=style or None)
-        out.append("\n")
-    out.rstrip()
-    return out
+            put(("  " if i else "") + (padded.rstrip() if i == last else padded), style)
+    return Text("".join(parts), spans=spans, no_wrap=True, end="\n")
 
 
 def _pad(text: str, width: int, right: bool) -> str:
