@@ -399,3 +399,22 @@ async def test_error_position_in_the_first_statement_maps_to_the_file(
     with pytest.raises(asyncmig.MigrationError) as info:
         await migrator(dsn, tmp_path).migrate()
     assert (info.value.line, info.value.column, info.value.sqlstate) == (4, 10, "42703")
+
+
+async def test_resume_message_names_invalid_indexes(dsn: str, tmp_path: Path) -> None:
+    write_tree(tmp_path, {
+        "001_uniq.sql": """
+            -- asyncmig: no-transaction
+            CREATE TABLE dup (v int);
+            INSERT INTO dup VALUES (1), (1);
+            CREATE UNIQUE INDEX CONCURRENTLY dup_v_key ON dup (v);
+        """,
+    })  # fmt: skip
+    with pytest.raises(asyncmig.MigrationError) as failed:
+        await migrator(dsn, tmp_path).migrate()
+    assert failed.value.sqlstate == "23505"
+    with pytest.raises(asyncmig.ResumeRequiredError) as info:
+        await migrator(dsn, tmp_path).migrate()
+    assert info.value.statements_done == 2
+    assert info.value.invalid_indexes == ["public.dup_v_key"]
+    assert "public.dup_v_key" in str(info.value) and "--resume" in str(info.value)

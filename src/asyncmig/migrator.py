@@ -35,6 +35,7 @@ from .errors import (
     LockHolder,
     LockLostError,
     MigrationFileError,
+    ResumeRequiredError,
 )
 from .events import (
     Event,
@@ -235,7 +236,7 @@ class Migrator:
         async with self._connection() as conn:
             await check_direct(conn)
             rows = await self.history.rows(conn) or {}
-            pending = plan(rows)
+            pending = await _explain_resume(conn, plan, rows)
             if atomic and any(not s.migration.forward.directives.transactional for s in pending):
                 bad = next(s for s in pending if not s.migration.forward.directives.transactional)
                 raise ConfigError(
@@ -261,7 +262,8 @@ class Migrator:
                 async with self._locked(conn, emit) as progress:
                     waited = time.perf_counter() - t_wait
                     rows = await self.history.rows(conn) or {}
-                    pending = plan(rows)  # the leader may have applied them meanwhile
+                    # the leader may have applied them meanwhile
+                    pending = await _explain_resume(conn, plan, rows)
                     await emit(RunStarted(operation="migrate", plan=_plan_items(pending),
                                           atomic=atomic))  # fmt: skip
                     async with Runner(
@@ -495,6 +497,39 @@ def _seed_files(seeds_dir: Path, env: str | None) -> tuple[list[Path], list[SqlF
 
 def _parse_stored(text: str, label: str) -> SqlFile:
     return parse_sql_text(text, Path(label))
+
+
+_INVALID_INDEXES = """
+SELECT n.nspname || '.' || c.relname
+FROM pg_index i
+JOIN pg_class c ON c.oid = i.indexrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE NOT i.indisvalid AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+ORDER BY 1
+"""
+
+
+async def _explain_resume(
+    conn: Conn,
+    plan: Callable[[dict[int, HistoryRow]], tuple[MigrateStep, ...]],
+    rows: dict[int, HistoryRow],
+) -> tuple[MigrateStep, ...]:
+    """Plan; a stop for ``--resume`` also names invalid indexes a failed build left."""
+    try:
+        return plan(rows)
+    except ResumeRequiredError as exc:
+        invalid = [r[0] for r in await conn.fetch(_INVALID_INDEXES)]
+        if not invalid:
+            raise
+        raise ResumeRequiredError(
+            exc.message
+            + " Invalid index(es) left by a failed concurrent build: "
+            + ", ".join(invalid)
+            + " — drop them (DROP INDEX CONCURRENTLY …) before resuming.",
+            version=exc.version or 0,
+            statements_done=exc.statements_done,
+            invalid_indexes=invalid,
+        ) from None
 
 
 def _plan_items(steps: tuple[MigrateStep, ...]) -> tuple[PlanItem, ...]:
