@@ -21,6 +21,7 @@ leaked, and kept as ``__cause__``::
     │   ├── OutOfOrderError                   pending version older than an applied one
     │   ├── MissingFileError                  applied version whose file is gone
     │   └── ResumeRequiredError               a no-transaction migration stopped half-way
+    ├── PendingTimeoutError                6  `wait`: still pending at its deadline
     ├── LockError                          4
     │   ├── LockTimeoutError                  not acquired in time (names the holder)
     │   └── LockLostError                     lock or its connection gone mid-run
@@ -234,6 +235,17 @@ class LockHolder:
             "version": self.version,
             "statement": self.statement,
         }
+
+
+class PendingTimeoutError(AsyncmigError):
+    """``wait`` gave up: migrations were still pending when its timeout passed."""
+
+    exit_code = 6
+
+    def __init__(self, message: str, *, pending: Sequence[int], holder: LockHolder | None) -> None:
+        self.pending = list(pending)
+        self.holder = holder
+        super().__init__(message)
 
 
 class LockError(AsyncmigError):

@@ -35,6 +35,7 @@ from .errors import (
     LockHolder,
     LockLostError,
     MigrationFileError,
+    PendingTimeoutError,
     ResumeRequiredError,
 )
 from .events import (
@@ -454,18 +455,17 @@ class Migrator:
 
     async def wait(self, *, timeout: float, poll_interval: float = 1.0) -> StatusReport:
         """Block until nothing is pending (for replicas that must not migrate)."""
-        from .errors import LockTimeoutError
-
         deadline = time.monotonic() + timeout
         while True:
             report = await self.status()
             if not report.pending:
                 return report
             if time.monotonic() >= deadline:
-                raise LockTimeoutError(
+                raise PendingTimeoutError(
                     f"still {len(report.pending)} pending migration(s) after {timeout:g}s",
-                    holder=await self.lock_holder(), waited_s=timeout,
-                )  # fmt: skip
+                    pending=[v.version for v in report.pending],
+                    holder=await self.lock_holder(),
+                )
             await anyio.sleep(min(poll_interval, max(0.0, deadline - time.monotonic())))
 
     # -- seeds ------------------------------------------------------------------------

@@ -246,18 +246,11 @@ def wait(*, timeout: str = "5min", interval: str = "1s", ctx: Ctx) -> int:
     interval
         How often to look.
     """
-    from ..errors import LockTimeoutError
     from ..settings import parse_cli_duration
 
     limit = parse_cli_duration(timeout, "--timeout")
     every = parse_cli_duration(interval, "--interval")
-    try:
-        report = ctx.call(lambda m: m.wait(timeout=limit, poll_interval=every), live=False)
-    except LockTimeoutError as exc:
-        # The library signals "still pending at the deadline" with a lock-style timeout;
-        # for `wait` that outcome is "pending" (exit 6), not "lock not acquired" (4).
-        ctx.renderer.error(exc, EXIT_PENDING)
-        return EXIT_PENDING
+    report = ctx.call(lambda m: m.wait(timeout=limit, poll_interval=every), live=False)
     current = report.current_version
     ctx.renderer.result(
         "ready",
