@@ -148,3 +148,21 @@ async def test_two_schemas_do_not_block_each_other(dsn: str, tmp_path: Path) -> 
     assert (await a.migrate()).versions == (1,)
     assert (await b.migrate()).versions == (1,)
     assert await fetchval(dsn, "SELECT count(*) FROM app_two._migrations") == 1
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        ("-- note\n\n  CREATE TABLE x (\n  id int);", "CREATE TABLE x ("),
+        ("SELECT 1", "SELECT 1"),
+        ("", ""),
+        ("-- only a comment", ""),
+        ("INSERT INTO t VALUES " + "(1)," * 100_000 + "(2);", None),
+    ],
+)
+def test_statement_preview(sql: str, expected: str | None) -> None:
+    got = events.preview(sql)
+    if expected is None:
+        assert len(got) == 80 and got.endswith("…") and got.startswith("INSERT INTO t")
+    else:
+        assert got == expected

@@ -245,9 +245,18 @@ class RunFinished(Event):
 
 
 def preview(sql: str, width: int = 80) -> str:
-    """The first non-empty line of a statement, shortened to ``width`` characters."""
-    for line in sql.splitlines():
-        line = line.strip()
+    """The first non-empty, non-comment line of a statement, at most ``width`` characters.
+
+    Looks at lines one at a time (a data migration's statement can be megabytes long).
+    """
+    start = 0
+    size = len(sql)
+    while start < size:
+        end = sql.find("\n", start)
+        if end < 0:
+            end = size
+        line = sql[start : min(end, start + 4 * width)].strip()
         if line and not line.startswith("--"):
             return line if len(line) <= width else line[: width - 1] + "…"
+        start = end + 1
     return ""
