@@ -244,6 +244,15 @@ def read_sql_text(path: Path) -> str:
     Raises :class:`EncodingError` naming the file, the byte offset of the first bad
     byte, and its line and column; :class:`MigrationFileError` if it cannot be read.
     """
+    return _read(path)[0]
+
+
+def _read(path: Path) -> tuple[str, str | None]:
+    """The normalised text, and its checksum when the raw bytes already are that text.
+
+    A file with no BOM and no carriage return is its own normalised UTF-8 encoding, so
+    hashing the bytes read saves encoding the whole text again (tens of MB for data).
+    """
     if not isinstance(path, Path):
         path = Path(path)
     try:
@@ -272,7 +281,9 @@ def read_sql_text(path: Path) -> str:
             f"NUL character at byte offset {nul}; PostgreSQL cannot receive it in a query",
             path,
         )
-    return _normalise_newlines(text)
+    if skip == 0 and b"\r" not in data:
+        return text, hashlib.sha256(data).hexdigest()
+    return _normalise_newlines(text), None
 
 
 def _encoding_error(data: bytes, skip: int, offset: int, message: str, path: Path) -> EncodingError:
@@ -591,7 +602,8 @@ def load_sql_file(path: Path) -> SqlFile:
     """
     if not isinstance(path, Path):
         path = Path(path)
-    return _check(read_sql_text(path), path)
+    text, checksum = _read(path)
+    return _check(text, path, checksum)
 
 
 def parse_sql_text(text: str, path: Path | str) -> SqlFile:
@@ -603,8 +615,9 @@ def parse_sql_text(text: str, path: Path | str) -> SqlFile:
     return _check(_normalise_newlines(text.removeprefix("\ufeff")), Path(path))
 
 
-def _check(text: str, path: Path) -> SqlFile:
-    checksum = checksum_text(text)  # before splitting: keeps the peak at text + statements
+def _check(text: str, path: Path, checksum: str | None = None) -> SqlFile:
+    if checksum is None:  # before splitting: keeps the peak at text + statements
+        checksum = checksum_text(text)
     statements = split_statements(text, path=path)
     directives = _parse_directives(text, statements, path)
     body, begin, end = _apply_transaction_rules(statements, directives, path)
