@@ -1,8 +1,11 @@
 """Engine benchmarks: asyncmig against ``psql -X -q -1 -f`` on the same SQL and server.
 
 Everything runs against one throwaway server started here; each measurement gets a
-fresh database. asyncmig is timed in a child process (``python -m bench.engine_child``)
-exactly like psql, from process start to exit, so both pay their own start-up.
+fresh database, and runs are interleaved (psql, asyncmig, psql, …) because the server's
+speed drifts. asyncmig runs in a child process (``python -m bench.engine_child``) like
+psql; two figures come out of each run: the library call (what a service's lifespan
+hook awaits, after import) and the whole process (what a deploy script sees, with the
+Python interpreter's start-up and imports, ~0.15-0.2 s here, which psql does not pay).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ DATA = Path(__file__).resolve().parent / ".data"
 ROOT = Path(__file__).resolve().parent.parent
 
 Row = tuple[str, str, str, bool]
+REPEAT = 5
 
 
 def _migration(i: int) -> tuple[str, str]:
@@ -144,23 +148,32 @@ def section() -> list[Row]:
             subprocess.run([str(server.psql), "-X", "-q", "-c", sql, "-d", server.dsn()],
                            check=True)  # fmt: skip
 
+        def ratio_rows(label: str, psql: list[float], runs: list[dict[str, float]],
+                       target: float) -> list[Row]:  # fmt: skip
+            p = statistics.median(psql)
+            lib = statistics.median(r["after_import"] for r in runs)
+            proc = statistics.median(r["wall"] for r in runs)
+            return [
+                (f"{label}: library call", f"{lib / p:.2f}x ({lib:.2f}s vs psql {p:.2f}s)",
+                 f"<= {target}x", lib / p <= target),
+                (f"{label}: whole process", f"{proc / p:.2f}x ({proc:.2f}s, with interpreter "
+                 f"start-up)", f"<= {target}x", proc / p <= target),
+            ]  # fmt: skip
+
         m300 = make_300()
-        psql_up, mig_up, psql_down, mig_down = [], [], [], []
-        for _ in range(3):
+        psql_up: list[float] = []
+        psql_down: list[float] = []
+        mig_up: list[dict[str, float]] = []
+        mig_down: list[dict[str, float]] = []
+        for _ in range(REPEAT):  # interleaved: the server's speed drifts between runs
             db = _new_db(server, admin)
             psql_up.append(_psql(server, db, m300 / "all_up.sql"))
             psql_down.append(_psql(server, db, m300 / "all_down.sql"))
             db = _new_db(server, admin)
-            mig_up.append(_asyncmig(db, m300)["wall"])
-            mig_down.append(_asyncmig(db, m300, "rollback-all")["wall"])
-        up = statistics.median(mig_up) / statistics.median(psql_up)
-        down = statistics.median(mig_down) / statistics.median(psql_down)
-        rows.append(("apply 300 migrations vs psql -1",
-                     f"{up:.2f}x ({statistics.median(mig_up):.2f}s vs "
-                     f"{statistics.median(psql_up):.2f}s)", "<= 1.15x", up <= 1.15))  # fmt: skip
-        rows.append(("roll back 300 vs psql -1",
-                     f"{down:.2f}x ({statistics.median(mig_down):.2f}s vs "
-                     f"{statistics.median(psql_down):.2f}s)", "<= 1.3x", down <= 1.3))  # fmt: skip
+            mig_up.append(_asyncmig(db, m300))
+            mig_down.append(_asyncmig(db, m300, "rollback-all"))
+        rows += ratio_rows("apply 300 migrations vs psql -1", psql_up, mig_up, 1.15)
+        rows += ratio_rows("roll back 300 vs psql -1", psql_down, mig_down, 1.3)
 
         # nothing pending: 300 applied, a replica starts
         db = _new_db(server, admin)
@@ -172,23 +185,19 @@ def section() -> list[Row]:
 
         data = make_data()
         for kind, target in (("insert", 1.0), ("copy", 1.2)):
-            p, a, rss = [], [], []
-            for _ in range(2):
+            p: list[float] = []
+            runs: list[dict[str, float]] = []
+            for _ in range(3):
                 db = _new_db(server, admin)
                 p.append(_psql(server, db, data / kind / "sql" / "001_load.sql"))
                 db = _new_db(server, admin)
-                res = _asyncmig(db, data / kind)
-                a.append(res["wall"])
-                rss.append(res["max_rss_mb"])
-            ratio = statistics.median(a) / statistics.median(p)
+                runs.append(_asyncmig(db, data / kind))
             label = "50 MB multi-row INSERTs" if kind == "insert" else "50 MB inline COPY"
-            rows.append((f"{label} vs psql -1",
-                         f"{ratio:.2f}x ({statistics.median(a):.2f}s vs "
-                         f"{statistics.median(p):.2f}s)", f"<= {target}x",
-                         ratio <= target))  # fmt: skip
+            rows += ratio_rows(f"{label} vs psql -1", p, runs, target)
             if kind == "insert":
-                rows.append(("peak client RSS applying 50 MB", f"{max(rss):.0f} MB", "< 150 MB",
-                             max(rss) < 150))  # fmt: skip
+                rss = max(r["max_rss_mb"] for r in runs)
+                rows.append(("peak client RSS applying 50 MB", f"{rss:.0f} MB", "< 150 MB",
+                             rss < 150))  # fmt: skip
     finally:
         server.stop()
     return rows

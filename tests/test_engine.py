@@ -418,3 +418,28 @@ async def test_resume_message_names_invalid_indexes(dsn: str, tmp_path: Path) ->
     assert info.value.statements_done == 2
     assert info.value.invalid_indexes == ["public.dup_v_key"]
     assert "public.dup_v_key" in str(info.value) and "--resume" in str(info.value)
+
+
+async def test_timeout_directives_do_not_leak_into_the_next_migration_of_one_transaction(
+    dsn: str, tmp_path: Path
+) -> None:
+    write_tree(tmp_path, {
+        "001_t.sql": "-- asyncmig: lock-timeout=2s\nCREATE TABLE one AS "
+                     "SELECT current_setting('lock_timeout') AS lt;\n",
+        "002_u.sql": "CREATE TABLE two AS SELECT current_setting('lock_timeout') AS lt;\n",
+    })  # fmt: skip
+    await migrator(dsn, tmp_path).migrate(atomic=True)
+    assert await fetchval(dsn, "SELECT lt FROM one") == "2s"
+    assert await fetchval(dsn, "SELECT lt FROM two") == "0"
+
+
+async def test_a_rollback_group_is_logged_in_order(dsn: str, tmp_path: Path) -> None:
+    write_tree(tmp_path, {**TWO, "003_toys.sql": "CREATE TABLE toys (id int);\n"},
+               {**TWO_RB, "003_toys_rollback.sql": "DROP TABLE toys;\n"})  # fmt: skip
+    m = migrator(dsn, tmp_path)
+    await m.migrate()
+    await m.rollback(all=True)
+    log = await fetch(dsn, "SELECT version, duration_ms FROM _migrations_log "
+                           "WHERE action = 'rollback' ORDER BY id")  # fmt: skip
+    assert [int(r["version"]) for r in log] == [3, 2, 1]
+    assert all(r["duration_ms"] is not None and r["duration_ms"] >= 0 for r in log)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -480,6 +480,40 @@ SELECT 'rollback', version, $2, $3, $4, $5, $6 FROM up
             filename,
             checksum,
             duration_ms,
+            HOSTNAME,
+            os.getpid(),
+        )
+
+    async def record_rolled_back_many(
+        self, conn: Conn, items: Sequence[tuple[int, str, str | None, int]]
+    ) -> None:
+        """Mark versions ``rolled_back`` and log each, in one statement (one round trip).
+
+        ``items``: (version, filename, checksum, duration ms), in the order undone. Runs
+        inside the rollback group's transaction, so it commits or vanishes with it.
+        """
+        if not items:
+            return
+        versions, filenames, checksums, durations = (list(col) for col in zip(*items, strict=True))
+        await conn.execute(
+            f"""
+WITH r AS (
+    SELECT * FROM unnest($1::numeric[], $2::text[], $3::text[], $4::integer[])
+        WITH ORDINALITY AS r(version, filename, checksum, duration_ms, ord)
+), up AS (
+    UPDATE {self.t_migrations} m SET status = 'rolled_back', rolled_back_at = now()
+    FROM r WHERE m.version = r.version
+    RETURNING m.version
+)
+INSERT INTO {self.t_log} (action, version, filename, checksum, duration_ms, host, pid)
+SELECT 'rollback', r.version, r.filename, r.checksum, r.duration_ms, $5, $6
+FROM r JOIN up ON up.version = r.version
+ORDER BY r.ord
+""",
+            versions,
+            filenames,
+            checksums,
+            durations,
             HOSTNAME,
             os.getpid(),
         )

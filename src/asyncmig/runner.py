@@ -192,11 +192,17 @@ class Runner:
                     "SELECT set_config($1, $2, $3)", name, f"{round(value * 1000)}ms", local
                 )
 
-    async def _reset_timeouts(self, directives: Directives) -> None:
-        if directives.lock_timeout is not None:
-            await self.conn.execute("RESET lock_timeout")
-        if directives.statement_timeout is not None:
-            await self.conn.execute("RESET statement_timeout")
+    async def _reset_timeouts(self, directives: Directives, *, local: bool = False) -> None:
+        """Back to the session's values: ``SET LOCAL … TO DEFAULT`` inside a transaction
+        that goes on with other migrations (atomic mode, rollback groups), else RESET."""
+        for name, value in (
+            ("lock_timeout", directives.lock_timeout),
+            ("statement_timeout", directives.statement_timeout),
+        ):
+            if value is not None:
+                await self.conn.execute(
+                    f"SET LOCAL {name} TO DEFAULT" if local else f"RESET {name}"
+                )
 
     # -- migrate ----------------------------------------------------------------------
 
@@ -311,6 +317,7 @@ class Runner:
                     with self._deadline():
                         await self._set_timeouts(sql.directives, local=True)
                         await self._run_statements(mig.version, sql.statements, 0, failure)
+                        await self._reset_timeouts(sql.directives, local=True)
                     await self._ensure_begun()
                     await self.history.record_completed(
                         self.conn, version=mig.version, filename=mig.filename,
@@ -496,15 +503,19 @@ class Runner:
                         await self._run_statements(step.version, sql.statements, 0, failure)
                         if not transactional:
                             await self._reset_timeouts(sql.directives)
-                    await self._ensure_begun()
-                    await self.history.record_rolled_back(
-                        self.conn, version=step.version, filename=step.filename,
-                        checksum=sql.checksum, duration_ms=int(_ms(t0)),
-                    )  # fmt: skip
+                    if sql.directives.transactional:
+                        await self._reset_timeouts(sql.directives, local=True)
                     done.append(
                         AppliedMigration(step.version, step.name, step.filename, _ms(t0),
                                          len(sql.statements), "down")
                     )  # fmt: skip
+                # one statement records the whole group, inside its transaction
+                await self._ensure_begun()
+                await self.history.record_rolled_back_many(
+                    self.conn,
+                    [(d.version, d.filename, c.sql.checksum, int(d.duration_ms))
+                     for d, c in zip(done, steps, strict=True)],
+                )  # fmt: skip
             for item in done:
                 await self.emit(
                     MigrationFinished(
