@@ -454,36 +454,6 @@ ON CONFLICT (version) DO UPDATE SET filename = EXCLUDED.filename,
                 detail=detail,
             )
 
-    def rolled_back_sql(self) -> str:
-        """Params: $1 version, $2 filename, $3 checksum, $4 duration ms, $5 host, $6 pid."""
-        return f"""
-WITH up AS (
-    UPDATE {self.t_migrations} SET status = 'rolled_back', rolled_back_at = now()
-    WHERE version = $1 RETURNING version
-)
-INSERT INTO {self.t_log} (action, version, filename, checksum, duration_ms, host, pid)
-SELECT 'rollback', version, $2, $3, $4, $5, $6 FROM up
-"""
-
-    async def record_rolled_back(
-        self,
-        conn: Conn,
-        *,
-        version: int,
-        filename: str,
-        checksum: str | None,
-        duration_ms: int,
-    ) -> None:
-        await conn.execute(
-            self.rolled_back_sql(),
-            version,
-            filename,
-            checksum,
-            duration_ms,
-            HOSTNAME,
-            os.getpid(),
-        )
-
     async def record_rolled_back_many(
         self, conn: Conn, items: Sequence[tuple[int, str, str | None, int]]
     ) -> None:
