@@ -72,6 +72,18 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _located(path: Path | None, line: int | None, column: int | None, message: str) -> str:
+    """``path:line:column: message``, with whatever of the location is known."""
+    if path is None:
+        return message
+    where = str(path)
+    if line is not None:
+        where += f":{line}"
+        if column is not None:
+            where += f":{column}"
+    return f"{where}: {message}"
+
+
 class ConfigError(AsyncmigError):
     """An option, config file or environment variable is invalid."""
 
@@ -97,15 +109,7 @@ class MigrationFileError(AsyncmigError):
         super().__init__(message)
 
     def __str__(self) -> str:
-        where = ""
-        if self.path is not None:
-            where = str(self.path)
-            if self.line is not None:
-                where += f":{self.line}"
-                if self.column is not None:
-                    where += f":{self.column}"
-            where += ": "
-        return where + self.message
+        return _located(self.path, self.line, self.column, self.message)
 
 
 class FileNameError(MigrationFileError):
@@ -316,15 +320,7 @@ class MigrationError(AsyncmigError):
         super().__init__(message)
 
     def __str__(self) -> str:
-        where = ""
-        if self.path is not None:
-            where = f"{self.path}"
-            if self.line is not None:
-                where += f":{self.line}"
-                if self.column is not None:
-                    where += f":{self.column}"
-            where += ": "
-        return where + self.message
+        return _located(self.path, self.line, self.column, self.message)
 
 
 class MigrationTimeoutError(MigrationError):

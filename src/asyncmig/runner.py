@@ -22,7 +22,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import asyncpg
@@ -45,7 +45,7 @@ from .events import (
     preview,
 )
 from .history import History
-from .loader import Directives
+from .loader import Directives, SqlFile
 from .lock import Progress
 from .planner import MigrateStep, RollbackStep
 from .reports import AppliedMigration
@@ -353,15 +353,39 @@ class Runner:
         t0: float,
         applied_before: Sequence[int],
     ) -> None:
-        """Record the failure (own transaction, shielded) and raise the typed error."""
+        """A migration failed: record it, report it, raise the typed error."""
         mig = step.migration
         sql = mig.forward
-        error = self._typed_error(exc, mig.version, sql.path, failure, applied_before)
-        statements_done = (
-            (failure.index - 1) if (failure.index and not sql.directives.transactional) else 0
+        done = 0
+        if not sql.directives.transactional:  # autocommit: what ran, stays
+            done = len(sql.statements) if failure.index is None else failure.index - 1
+        await self._fail(
+            mig.version, mig.name, mig.filename, sql, "up", failure, exc, t0, applied_before,
+            statements_done=done, transactional=sql.directives.transactional,
+        )  # fmt: skip
+
+    async def _fail(
+        self,
+        version: int,
+        name: str,
+        filename: str,
+        sql: SqlFile,
+        direction: Literal["up", "down"],
+        failure: _Failure,
+        exc: BaseException,
+        t0: float,
+        applied_before: Sequence[int],
+        *,
+        statements_done: int,
+        transactional: bool,
+    ) -> None:
+        """Record the failure (own transaction, shielded), emit it, raise the typed error.
+
+        A cancellation is recorded and emitted too, then left to propagate.
+        """
+        error = self._typed_error(
+            exc, version, sql.path, failure, applied_before, rollback=direction == "down"
         )
-        if not sql.directives.transactional and failure.index is None:
-            statements_done = len(sql.statements)
         duration = _ms(t0)
         if not isinstance(error, LockLostError) and not self.conn.is_closed():
             with (
@@ -370,19 +394,18 @@ class Runner:
                 _unrecordable(),
             ):
                 await self.history.record_failure(
-                    self.conn, version=mig.version, filename=mig.filename,
-                    checksum=sql.checksum, duration_ms=int(duration),
-                    statements=len(sql.statements), statements_done=statements_done,
-                    transactional=sql.directives.transactional,
-                    message=error.message if error else repr(exc),
+                    self.conn, version=version, filename=filename, checksum=sql.checksum,
+                    duration_ms=int(duration), statements=len(sql.statements),
+                    statements_done=statements_done, transactional=transactional,
+                    message=error.message if error else "cancelled",
                     sqlstate=getattr(error, "sqlstate", None),
-                    statement_index=failure.index,
-                    line=getattr(error, "line", None), column=getattr(error, "column", None),
+                    statement_index=failure.index, line=getattr(error, "line", None),
+                    column=getattr(error, "column", None), direction=direction,
                 )  # fmt: skip
         with anyio.CancelScope(shield=True):
             await self.emit(
                 MigrationFailed(
-                    version=mig.version, migration=mig.name, direction="up",
+                    version=version, migration=name, direction=direction,
                     duration_ms=duration,
                     error=error.to_dict() if error else {"type": "Cancelled",
                                                           "message": "cancelled"},
@@ -526,36 +549,10 @@ class Runner:
         except BaseException as exc:
             if current is None:
                 raise
-            error = self._typed_error(
-                exc, current.version, current.sql.path, failure, (), rollback=True
-            )
-            if not isinstance(error, LockLostError) and not self.conn.is_closed():
-                with (
-                    anyio.CancelScope(shield=True),
-                    anyio.move_on_after(_CLEANUP_TIMEOUT),
-                    _unrecordable(),
-                ):
-                    await self.history.record_failure(
-                        self.conn, version=current.version, filename=current.filename,
-                        checksum=current.sql.checksum, duration_ms=int(_ms(t0)),
-                        statements=len(current.sql.statements), statements_done=0,
-                        transactional=transactional,
-                        message=error.message if error else "cancelled",
-                        sqlstate=getattr(error, "sqlstate", None),
-                        statement_index=failure.index, line=getattr(error, "line", None),
-                        column=getattr(error, "column", None), direction="down",
-                    )  # fmt: skip
-            with anyio.CancelScope(shield=True):
-                await self.emit(
-                    MigrationFailed(
-                        version=current.version, migration=current.name, direction="down",
-                        duration_ms=int(_ms(t0)),
-                        error=error.to_dict() if error else {"type": "Cancelled",
-                                                              "message": "cancelled"},
-                    )
-                )  # fmt: skip
-            if error is not None:
-                raise error from exc
+            await self._fail(
+                current.version, current.name, current.filename, current.sql, "down",
+                failure, exc, t0, (), statements_done=0, transactional=transactional,
+            )  # fmt: skip
             raise
         finally:
             self.progress.version = self.progress.statement = None
