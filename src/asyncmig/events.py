@@ -21,6 +21,7 @@ in JSON lines (``to_dict()`` / ``to_json()``). Renderers ``match`` on the classe
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, fields
@@ -30,6 +31,7 @@ from typing import Any, ClassVar, Literal
 from .errors import LockHolder
 
 __all__ = [
+    "Emitter",
     "Event",
     "EventCallback",
     "LockAcquired",
@@ -89,6 +91,25 @@ def _jsonable(value: Any) -> Any:
 
 
 EventCallback = Callable[[Event], Awaitable[None] | None]
+
+
+class Emitter:
+    """Delivers events to the run's callbacks (sync or async), in order.
+
+    ``active`` is False when nobody listens, so hot paths can skip building events.
+    """
+
+    __slots__ = ("_callbacks", "active")
+
+    def __init__(self, *callbacks: EventCallback | None) -> None:
+        self._callbacks = [cb for cb in callbacks if cb is not None]
+        self.active = bool(self._callbacks)
+
+    async def __call__(self, event: Event) -> None:
+        for cb in self._callbacks:
+            result = cb(event)
+            if result is not None and inspect.isawaitable(result):
+                await result
 
 
 @dataclass(frozen=True, slots=True)

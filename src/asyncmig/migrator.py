@@ -17,7 +17,6 @@ in one process (different schemas or databases, or racing on the same one).
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -39,6 +38,7 @@ from .errors import (
     ResumeRequiredError,
 )
 from .events import (
+    Emitter,
     Event,
     EventCallback,
     LockAcquired,
@@ -105,16 +105,8 @@ class Migrator:
 
     # -- plumbing ---------------------------------------------------------------------
 
-    def _emitter(self, on_event: EventCallback | None) -> Callable[[Event], Awaitable[None]]:
-        callbacks = [cb for cb in (self.on_event, on_event) if cb is not None]
-
-        async def emit(event: Event) -> None:
-            for cb in callbacks:
-                result = cb(event)
-                if inspect.isawaitable(result):
-                    await result
-
-        return emit
+    def _emitter(self, on_event: EventCallback | None) -> Emitter:
+        return Emitter(self.on_event, on_event)
 
     @asynccontextmanager
     async def _connection(self, purpose: str = "") -> AsyncIterator[Conn]:

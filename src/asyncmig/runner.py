@@ -35,7 +35,7 @@ from .errors import (
     RollbackFailedError,
 )
 from .events import (
-    Event,
+    Emitter,
     MigrationFailed,
     MigrationFinished,
     MigrationStarted,
@@ -57,8 +57,6 @@ _CLEANUP_TIMEOUT = 5.0
 _BEGIN_PREFIX = "BEGIN;"
 _COPY_CHUNK = 1 << 20
 
-Emit = Callable[[Event], Awaitable[None]]
-
 
 @dataclass(slots=True)
 class _Failure:
@@ -77,7 +75,7 @@ class Runner:
         self,
         conn: Conn,
         history: History,
-        emit: Emit,
+        emit: Emitter,
         progress: Progress,
         *,
         migration_timeout: float,
@@ -159,22 +157,25 @@ class Runner:
             text_preview = preview(st.text)
             self.progress.statement = text_preview
             failure.index, failure.statement = index + 1, st
-            await self.emit(
-                StatementStarted(
-                    version=version, index=index + 1, total=total, line=st.line,
-                    column=st.column, keyword=st.keyword, preview=text_preview,
-                )
-            )  # fmt: skip
+            if self.emit.active:
+                await self.emit(
+                    StatementStarted(
+                        version=version, index=index + 1, total=total, line=st.line,
+                        column=st.column, keyword=st.keyword, preview=text_preview,
+                    )
+                )  # fmt: skip
             t0 = time.perf_counter()
             status = await self._execute(st, failure)
             elapsed = (time.perf_counter() - t0) * 1000
-            await self._flush_notices()
-            await self.emit(
-                StatementFinished(
-                    version=version, index=index + 1, total=total, status=status,
-                    duration_ms=elapsed,
-                )
-            )  # fmt: skip
+            if self._notices:
+                await self._flush_notices()
+            if self.emit.active:
+                await self.emit(
+                    StatementFinished(
+                        version=version, index=index + 1, total=total, status=status,
+                        duration_ms=elapsed,
+                    )
+                )  # fmt: skip
             if after_each is not None:
                 await after_each(index + 1)
         failure.index, failure.statement = None, None
