@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import time
 from pathlib import Path
 
 import asyncpg
@@ -166,3 +167,15 @@ def test_statement_preview(sql: str, expected: str | None) -> None:
         assert len(got) == 80 and got.endswith("…") and got.startswith("INSERT INTO t")
     else:
         assert got == expected
+
+
+@pytest.mark.anyio
+async def test_a_bad_file_is_reported_at_once_even_while_waiting_for_the_database(
+    tmp_path: Path,
+) -> None:
+    write_tree(tmp_path, {"001_a.sql": "SELECT 'unterminated;\n"})
+    t0 = time.monotonic()
+    with pytest.raises(asyncmig.SplitError):
+        await asyncmig.migrate("postgresql://nobody@127.0.0.1:1/none", sql_dir=tmp_path / "sql",
+                               rollback_dir=tmp_path / "rollback", wait_for_db=30)  # fmt: skip
+    assert time.monotonic() - t0 < 5

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -129,6 +129,32 @@ class Migrator:
             if scope.cancelled_caught:
                 conn.terminate()
 
+    @asynccontextmanager
+    async def _loaded_connection(self) -> AsyncIterator[tuple[MigrationSet, Conn]]:
+        """Read and split the files while the connection opens (both take milliseconds
+        that need not add up). A file error wins: it is raised, the connection attempt
+        cancelled, and nothing is read or written."""
+        box: dict[str, Any] = {}
+        async with AsyncExitStack() as stack:
+            async with anyio.create_task_group() as tg:
+
+                async def load() -> None:
+                    try:
+                        box["migrations"] = await anyio.to_thread.run_sync(self._load)
+                    except Exception as exc:  # raised below, outside the task group
+                        box["load_error"] = exc
+                        tg.cancel_scope.cancel()
+
+                tg.start_soon(load)
+                try:
+                    box["conn"] = await stack.enter_async_context(self._connection())
+                except Exception as exc:
+                    box["conn_error"] = exc
+            for key in ("load_error", "conn_error"):
+                if key in box:
+                    raise box[key]
+            yield box["migrations"], box["conn"]
+
     async def _connect_extra(self) -> Conn:
         if self.pool is not None:
             return await self.pool.acquire()
@@ -213,20 +239,19 @@ class Migrator:
         """Apply pending migrations. Returns at once, without the lock, if none are."""
         t_start = time.perf_counter()
         emit = self._emitter(on_event)
-        migrations = await anyio.to_thread.run_sync(self._load)
-        for text in migrations.notices:
-            await emit(Message(level="notice", text=text))
-        for text in migrations.warnings:
-            await emit(Message(level="warning", text=text))
+        async with self._loaded_connection() as (migrations, conn):
+            for text in migrations.notices:
+                await emit(Message(level="notice", text=text))
+            for text in migrations.warnings:
+                await emit(Message(level="warning", text=text))
 
-        def plan(rows: dict[int, HistoryRow]) -> tuple[MigrateStep, ...]:
-            result = plan_migrate(
-                migrations, rows, steps=steps, target=target, force=force,
-                allow_out_of_order=allow_out_of_order, resume=resume,
-            )  # fmt: skip
-            return result.steps
+            def plan(rows: dict[int, HistoryRow]) -> tuple[MigrateStep, ...]:
+                result = plan_migrate(
+                    migrations, rows, steps=steps, target=target, force=force,
+                    allow_out_of_order=allow_out_of_order, resume=resume,
+                )  # fmt: skip
+                return result.steps
 
-        async with self._connection() as conn:
             await check_direct(conn)
             rows = await self.history.rows(conn) or {}
             pending = await _explain_resume(conn, plan, rows)
@@ -308,11 +333,6 @@ class Migrator:
         """Undo applied migrations, newest first (default: the newest one)."""
         t_start = time.perf_counter()
         emit = self._emitter(on_event)
-        migrations = await anyio.to_thread.run_sync(self._load)
-
-        def plan(rows: dict[int, HistoryRow]) -> tuple[RollbackStep, ...]:
-            result = plan_rollback(migrations, rows, _parse_stored, steps=steps, to=to, all=all)
-            return result.steps
 
         def items(sel: tuple[RollbackStep, ...]) -> tuple[PlanItem, ...]:
             return tuple(
@@ -321,7 +341,12 @@ class Migrator:
                 for s in sel
             )  # fmt: skip
 
-        async with self._connection() as conn:
+        async with self._loaded_connection() as (migrations, conn):
+
+            def plan(rows: dict[int, HistoryRow]) -> tuple[RollbackStep, ...]:
+                result = plan_rollback(migrations, rows, _parse_stored, steps=steps, to=to, all=all)
+                return result.steps
+
             await check_direct(conn)
             rows = await self.history.rows(conn) or {}
             selected = plan(rows)
