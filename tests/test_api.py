@@ -106,15 +106,17 @@ async def test_stream_raises_the_operations_error(dsn: str, tmp_path: Path) -> N
 
 @pytest.mark.anyio
 async def test_migrator_on_a_callers_pool(dsn: str, tmp_path: Path) -> None:
-    write_tree(tmp_path, TREE)
+    write_tree(tmp_path, {**TREE, "003_slow.sql": "SELECT pg_sleep(0.6);\n"})
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=3)
     try:
         m = Migrator(pool=pool, sql_dir=tmp_path / "sql", rollback_dir=tmp_path / "rollback")
-        assert (await m.migrate()).versions == (1, 2)
-        assert (await m.status()).current_version == 2
+        assert (await m.migrate()).versions == (1, 2, 3)
+        assert (await m.status()).current_version == 3
+        # both the run's connection and the heartbeat's went back to the pool
+        assert pool.get_idle_size() == pool.get_size()
     finally:
         await pool.close()
-    assert await fetchval(dsn, "SELECT count(*) FROM _migrations") == 2
+    assert await fetchval(dsn, "SELECT count(*) FROM _migrations") == 3
 
 
 @pytest.mark.anyio

@@ -31,7 +31,7 @@ import anyio
 import asyncpg
 
 from .connection import Conn
-from .errors import LockHolder, LockTimeoutError
+from .errors import AsyncmigError, LockHolder, LockTimeoutError
 from .history import History
 
 __all__ = ["LockKey", "Progress", "acquire", "heartbeat_loop", "lock_key", "release"]
@@ -216,6 +216,7 @@ async def release(conn: Conn, key: LockKey, history: History) -> None:
 
 async def heartbeat_loop(
     connect: Callable[[], Awaitable[Conn]],
+    release: Callable[[Conn], Awaitable[None]],
     key: LockKey,
     history: History,
     holder_pid: int,
@@ -225,8 +226,9 @@ async def heartbeat_loop(
 ) -> None:
     """Refresh the heartbeat every ``interval`` and watch that the lock is still held.
 
-    Runs until cancelled. Uses its own connection (re-opened if it drops): the dedicated
-    connection is busy running migrations. On loss, calls ``on_lost(reason)`` once.
+    Runs until cancelled. Uses its own connection (``connect``/``release``; re-opened if
+    it drops): the dedicated connection is busy running migrations. On loss, calls
+    ``on_lost(reason)`` once and returns.
     """
     conn: Conn | None = None
     try:
@@ -236,7 +238,7 @@ async def heartbeat_loop(
                 await progress.changed.wait()
             progress.changed = anyio.Event()
             try:
-                if conn is None or conn.is_closed():
+                if conn is None:
                     conn = await connect()
                 pid = await holder_backend_pid(conn, key)
                 if pid != holder_pid:
@@ -248,12 +250,16 @@ async def heartbeat_loop(
                     on_lost(progress.lost_reason)
                     return
                 await history.heartbeat(conn, holder_pid, progress.version, progress.statement)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                # The heartbeat connection itself failed; the dedicated connection is the
-                # truth, so try again next round with a fresh connection.
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, AsyncmigError):
+                # The heartbeat's own connection failed; the dedicated connection is the
+                # truth, so try again next beat with a fresh one. (Beats missed for longer
+                # than stale_after let a waiter reclaim the lock: the watchdog then stops
+                # this run through the dedicated connection.)
                 if conn is not None:
-                    conn.terminate()
+                    with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+                        await release(conn)
                 conn = None
     finally:
         if conn is not None:
-            conn.terminate()
+            with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+                await release(conn)

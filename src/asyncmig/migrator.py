@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import anyio
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from .config import Config
 from .connection import Conn, check_direct, open_connection
@@ -160,6 +161,15 @@ class Migrator:
             return await self.pool.acquire()
         return await open_connection(self.config.with_(wait_for_db=0.0), purpose="heartbeat")
 
+    async def _release_extra(self, conn: Conn) -> None:
+        if self.pool is not None and isinstance(conn, PoolConnectionProxy):
+            await self.pool.release(conn)
+            return
+        try:
+            await conn.close(timeout=2)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+            conn.terminate()
+
     def _load(self) -> MigrationSet:
         return load_migrations(self.config.sql_dir, self.config.rollback_dir)
 
@@ -194,7 +204,8 @@ class Migrator:
                     body_scope.cancel()
 
                 tg.start_soon(
-                    heartbeat_loop, self._connect_extra, self.key, self.history, backend_pid,
+                    heartbeat_loop, self._connect_extra, self._release_extra, self.key,
+                    self.history, backend_pid,
                     progress, self.config.heartbeat_interval, on_lost,
                 )  # fmt: skip
                 try:
