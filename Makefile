@@ -39,11 +39,16 @@ demo: install
 # A local server for development that outlives one command: the embedded PostgreSQL in
 # $(PGDIR) (docker compose users: `docker compose up -d db` instead).
 db-up: install
-	@test -f $(PGDIR)/port && echo "already running: $$($(BIN)/python -m asyncmig._pgserver dsn $(PGDIR))" || \
-	  $(BIN)/python -m asyncmig._pgserver start $(PGDIR)
-	@echo "export DATABASE_URL=$$($(BIN)/python -m asyncmig._pgserver dsn $(PGDIR))"
+	@if docker info >/dev/null 2>&1; then \
+	  docker compose up -d --wait db && \
+	  echo "export DATABASE_URL=postgresql://postgres:$${POSTGRES_PASSWORD:-postgres}@127.0.0.1:$${POSTGRES_PORT:-5432}/app"; \
+	else \
+	  test -f $(PGDIR)/port && echo "already running" || $(BIN)/python -m asyncmig._pgserver start $(PGDIR) >/dev/null; \
+	  echo "export DATABASE_URL=$$($(BIN)/python -m asyncmig._pgserver dsn $(PGDIR))"; \
+	fi
 
 db-down: install
+	@if docker info >/dev/null 2>&1; then docker compose down; fi
 	$(BIN)/python -m asyncmig._pgserver stop $(PGDIR)
 
 DBURL = $${DATABASE_URL:-$$($(BIN)/python -m asyncmig._pgserver dsn $(PGDIR))}
@@ -67,12 +72,15 @@ create: install
 	@test -n "$(NAME)" || (echo "usage: make create NAME=add_orders" && exit 2)
 	$(BIN)/asyncmig create "$(NAME)"
 
+# pg_dump must be at least as new as the server: with the embedded server, use its own.
+PGBIN = $${ASYNCMIG_PG_BINDIR:-$$($(BIN)/python -c 'from asyncmig._pgserver import find_bindir; print(find_bindir())')}
+
 dump: install
-	$(BIN)/asyncmig --database-url "$(DBURL)" dump
+	ASYNCMIG_PG_BINDIR="$(PGBIN)" $(BIN)/asyncmig --database-url "$(DBURL)" dump
 
 restore: install
 	@test -n "$(FILE)" || (echo "usage: make restore FILE=backup_20261126_120000.sql" && exit 2)
-	$(BIN)/asyncmig --database-url "$(DBURL)" restore "$(FILE)"
+	ASYNCMIG_PG_BINDIR="$(PGBIN)" $(BIN)/asyncmig --database-url "$(DBURL)" restore "$(FILE)"
 
 clean:
 	rm -rf $(VENV) $(PGDIR) .mypy_cache .ruff_cache
