@@ -45,7 +45,7 @@ from .events import (
     preview,
 )
 from .history import History
-from .loader import Directives, SqlFile
+from .loader import Directives, Migration, SqlFile
 from .lock import Progress
 from .planner import MigrateStep, RollbackStep
 from .reports import AppliedMigration
@@ -207,37 +207,49 @@ class Runner:
 
     # -- migrate ----------------------------------------------------------------------
 
+    async def _started(
+        self, version: int, name: str, filename: str, sql: SqlFile, transactional: bool,
+        direction: Literal["up", "down"] = "up",
+    ) -> float:  # fmt: skip
+        """A migration (or its rollback) begins: publish it, emit it; its start time."""
+        self._current_version = version
+        self.progress.moved_to(version)
+        await self.emit(
+            MigrationStarted(
+                version=version, migration=name, filename=filename,
+                statements=len(sql.statements), transactional=transactional,
+                direction=direction,
+            )
+        )  # fmt: skip
+        return time.perf_counter()
+
+    async def _record_applied(self, mig: Migration, t0: float, *, transactional: bool) -> None:
+        """Its history row and audit entry (inside its transaction, when it has one)."""
+        await self._ensure_begun()
+        await self.history.record_completed(
+            self.conn, version=mig.version, filename=mig.filename,
+            checksum=mig.forward.checksum, duration_ms=int(_ms(t0)),
+            rollback_sql=mig.rollback.text if mig.rollback else None,
+            rollback_checksum=mig.rollback.checksum if mig.rollback else None,
+            statements=len(mig.forward.statements), transactional=transactional,
+        )  # fmt: skip
+
     async def apply(self, step: MigrateStep, applied_before: Sequence[int]) -> AppliedMigration:
         """Apply one migration in its own transaction (or without one, if marked so)."""
         mig = step.migration
         sql = mig.forward
-        self._current_version = mig.version
-        self.progress.moved_to(mig.version)
-        await self.emit(
-            MigrationStarted(
-                version=mig.version, migration=mig.name, filename=mig.filename,
-                statements=len(sql.statements), transactional=sql.directives.transactional,
-            )
-        )  # fmt: skip
-        t0 = time.perf_counter()
+        transactional = sql.directives.transactional
+        t0 = await self._started(mig.version, mig.name, mig.filename, sql, transactional)
         failure = _Failure()
-        rollback_sql = mig.rollback.text if mig.rollback else None
-        rollback_checksum = mig.rollback.checksum if mig.rollback else None
         try:
             with self._deadline():
                 if sql.directives.transactional:
                     async with _transaction(self):
                         await self._set_timeouts(sql.directives, local=True)
                         await self._run_statements(mig.version, sql.statements, 0, failure)
-                        await self._ensure_begun()
-                        await self.history.record_completed(
-                            self.conn, version=mig.version, filename=mig.filename,
-                            checksum=sql.checksum, duration_ms=int(_ms(t0)),
-                            rollback_sql=rollback_sql, rollback_checksum=rollback_checksum,
-                            statements=len(sql.statements), transactional=True,
-                        )  # fmt: skip
+                        await self._record_applied(mig, t0, transactional=True)
                 else:
-                    await self._apply_autocommit(step, failure, rollback_sql, rollback_checksum)
+                    await self._apply_autocommit(step, failure)
         except BaseException as exc:
             await self._fail_up(step, failure, exc, t0, applied_before)
             raise  # _fail_up raised the typed error unless this is a cancellation
@@ -252,16 +264,14 @@ class Runner:
         )  # fmt: skip
         return AppliedMigration(mig.version, mig.name, mig.filename, duration, len(sql.statements))
 
-    async def _apply_autocommit(
-        self, step: MigrateStep, failure: _Failure, rollback_sql: str | None,
-        rollback_checksum: str | None,
-    ) -> None:  # fmt: skip
+    async def _apply_autocommit(self, step: MigrateStep, failure: _Failure) -> None:
         mig = step.migration
         sql = mig.forward
         await self.history.record_running(
             self.conn, version=mig.version, filename=mig.filename, checksum=sql.checksum,
             statements=len(sql.statements), statements_done=step.resume_from,
-            rollback_sql=rollback_sql, rollback_checksum=rollback_checksum,
+            rollback_sql=mig.rollback.text if mig.rollback else None,
+            rollback_checksum=mig.rollback.checksum if mig.rollback else None,
         )  # fmt: skip
         if step.resume_from:
             await self.history.log(
@@ -277,12 +287,7 @@ class Runner:
             t0 = time.perf_counter()
             await self._run_statements(mig.version, sql.statements, step.resume_from, failure,
                                        done)  # fmt: skip
-            await self.history.record_completed(
-                self.conn, version=mig.version, filename=mig.filename, checksum=sql.checksum,
-                duration_ms=int(_ms(t0)), rollback_sql=rollback_sql,
-                rollback_checksum=rollback_checksum, statements=len(sql.statements),
-                transactional=False,
-            )  # fmt: skip
+            await self._record_applied(mig, t0, transactional=False)
         finally:
             if not self.conn.is_closed():
                 with anyio.CancelScope(shield=True), anyio.move_on_after(_CLEANUP_TIMEOUT):
@@ -306,27 +311,12 @@ class Runner:
                     current = step
                     mig = step.migration
                     sql = mig.forward
-                    self._current_version = mig.version
-                    self.progress.moved_to(mig.version)
-                    await self.emit(
-                        MigrationStarted(
-                            version=mig.version, migration=mig.name, filename=mig.filename,
-                            statements=len(sql.statements), transactional=True,
-                        )
-                    )  # fmt: skip
-                    t0 = time.perf_counter()
+                    t0 = await self._started(mig.version, mig.name, mig.filename, sql, True)
                     with self._deadline():
                         await self._set_timeouts(sql.directives, local=True)
                         await self._run_statements(mig.version, sql.statements, 0, failure)
                         await self._reset_timeouts(sql.directives, local=True)
-                    await self._ensure_begun()
-                    await self.history.record_completed(
-                        self.conn, version=mig.version, filename=mig.filename,
-                        checksum=sql.checksum, duration_ms=int(_ms(t0)),
-                        rollback_sql=mig.rollback.text if mig.rollback else None,
-                        rollback_checksum=mig.rollback.checksum if mig.rollback else None,
-                        statements=len(sql.statements), transactional=True,
-                    )  # fmt: skip
+                    await self._record_applied(mig, t0, transactional=True)
                     done.append(
                         AppliedMigration(mig.version, mig.name, mig.filename, _ms(t0),
                                          len(sql.statements))
@@ -512,16 +502,8 @@ class Runner:
                 for step in steps:
                     current = step
                     sql = step.sql
-                    self._current_version = step.version
-                    self.progress.moved_to(step.version)
-                    await self.emit(
-                        MigrationStarted(
-                            version=step.version, migration=step.name, filename=step.filename,
-                            statements=len(sql.statements), transactional=transactional,
-                            direction="down",
-                        )
-                    )  # fmt: skip
-                    t0 = time.perf_counter()
+                    t0 = await self._started(step.version, step.name, step.filename, sql,
+                                             transactional, "down")  # fmt: skip
                     with self._deadline():
                         await self._set_timeouts(sql.directives, local=transactional)
                         await self._run_statements(step.version, sql.statements, 0, failure)
