@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import asyncpg
@@ -260,3 +261,34 @@ async def _check_all_or_nothing(dsn: str, n: int) -> None:
                 assert await conn.fetchval(f"SELECT count(*) FROM t{i}") == 50
     finally:
         await conn.close()
+
+
+async def test_reclaim_without_the_right_to_terminate_names_the_statement(
+    dsn: str, tmp_path: Path
+) -> None:
+    """A stale holder that this role may not end: the error says what an admin can run."""
+    write_tree(tmp_path, {"001_a.sql": "CREATE TABLE a (id int);\nSELECT pg_sleep(0.2);\n"})
+    role = f"weak_{os.getpid()}"
+    await fetch(dsn, f'CREATE ROLE "{role}" LOGIN')
+    try:
+        holder = spawn(dsn, tmp_path, "heartbeat_interval=0.5")
+        try:
+            assert holder.stdout is not None
+            for line in holder.stdout:
+                if '"statement_started"' in line and '"index":2' in line:
+                    break
+            os.kill(holder.pid, signal.SIGSTOP)
+            await fetch(dsn, f'GRANT USAGE ON SCHEMA public TO "{role}"')
+            await fetch(dsn, f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{role}"')
+            parts = urlsplit(dsn)
+            weak = urlunsplit(parts._replace(netloc=f"{role}@{parts.netloc.rpartition('@')[2]}"))
+            with anyio.fail_after(60), pytest.raises(asyncmig.LockTimeoutError) as info:
+                await m(weak, tmp_path, stale_after=2, lock_timeout=30).migrate()
+            backend = info.value.holder.backend_pid if info.value.holder else None
+            assert backend and f"SELECT pg_terminate_backend({backend});" in str(info.value)
+        finally:
+            holder.kill()
+            holder.communicate(timeout=10)
+    finally:
+        await fetch(dsn, f'DROP OWNED BY "{role}"')
+        await fetch(dsn, f'DROP ROLE "{role}"')
