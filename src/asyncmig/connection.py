@@ -96,6 +96,13 @@ async def open_connection(
             await anyio.sleep(min(remaining, delay * random.uniform(0.7, 1.3)))
             delay = min(delay * 2, 5.0)
         except asyncpg.PostgresError as exc:
+            if "unsupported startup parameter" in str(exc):
+                raise ConnectionPoolingError(
+                    f"{redact_dsn(dsn)} looks like a connection pooler (it refused the "
+                    f"session setting: {scrub(str(exc), dsn)}). asyncmig holds a session-level "
+                    f"advisory lock and needs a direct connection to PostgreSQL (or a "
+                    f"session-pooled port); PgBouncer in transaction pooling cannot work."
+                ) from None
             raise DatabaseUnreachableError(
                 f"cannot connect to {redact_dsn(dsn)}: {scrub(str(exc), dsn)}"
             ) from None
