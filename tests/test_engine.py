@@ -443,3 +443,32 @@ async def test_a_rollback_group_is_logged_in_order(dsn: str, tmp_path: Path) -> 
                            "WHERE action = 'rollback' ORDER BY id")  # fmt: skip
     assert [int(r["version"]) for r in log] == [3, 2, 1]
     assert all(r["duration_ms"] is not None and r["duration_ms"] >= 0 for r in log)
+
+
+async def test_a_broken_pending_file_stops_the_run_before_anything_happens(
+    dsn: str, tmp_path: Path
+) -> None:
+    write_tree(tmp_path, {
+        "001_ok.sql": "CREATE TABLE fine (id int);\n",
+        "002_broken.sql": "CREATE TABLE t (note text DEFAULT 'unterminated);\n",
+    })  # fmt: skip
+    with pytest.raises(asyncmig.SplitError) as info:
+        await migrator(dsn, tmp_path).migrate()
+    assert info.value.path is not None and info.value.path.name == "002_broken.sql"
+    broken = "CREATE TABLE t (note text DEFAULT 'unterminated);"
+    assert (info.value.line, info.value.column) == (1, broken.index("'") + 1)
+    assert not await table_exists(dsn, "fine")
+    assert not await table_exists(dsn, "_migrations")  # not even the history was created
+
+
+async def test_rollback_does_not_need_the_forward_files_to_parse(dsn: str, tmp_path: Path) -> None:
+    """Rollback loads lazily: it checks the rollback files it will run, nothing else."""
+    write_tree(tmp_path, TWO, TWO_RB)
+    await migrator(dsn, tmp_path).migrate()
+    (tmp_path / "sql" / "001_people.sql").write_text("CREATE TABLE oops (x text DEFAULT 'open;\n")
+    assert (await migrator(dsn, tmp_path).rollback()).versions == (2,)
+    (tmp_path / "rollback" / "001_people_rollback.sql").write_text("DROP TABLE $$people;\n")
+    with pytest.raises(asyncmig.SplitError):
+        await migrator(dsn, tmp_path).rollback()
+    assert await table_exists(dsn, "people")
+    assert await fetchval(dsn, "SELECT status FROM _migrations WHERE version = 1") == "completed"

@@ -772,3 +772,22 @@ def test_loading_300_files_is_fast(tmp_path: Path) -> None:
     elapsed = time.perf_counter() - started
     assert len(migrations) == 300
     assert elapsed < 5.0
+
+
+def test_lazy_loading_defers_splitting_but_not_names_or_checksums(tmp_path: Path) -> None:
+    sql = tmp_path / "sql"
+    sql.mkdir()
+    (sql / "001_ok.sql").write_text("SELECT 1;\n")
+    (sql / "002_bad.sql").write_text("SELECT $$never closed;\n")
+    lazy = load_migrations(sql, None, lazy=True)
+    good, bad = lazy.migrations
+    assert good.forward.checksum == checksum_text("SELECT 1;\n")
+    with pytest.raises(SplitError) as info:
+        _ = bad.forward.statements
+    assert "dollar quote" in str(info.value) and (info.value.line, info.value.column) == (1, 8)
+    assert [s.text for s in good.forward.statements] == ["SELECT 1;"]
+    with pytest.raises(SplitError):
+        load_migrations(sql, None)  # eager: the first file error is raised at once
+    (sql / "003_Bad-Name.sql").write_text("SELECT 3;\n")
+    with pytest.raises(FileNameError):
+        load_migrations(sql, None, lazy=True)  # names are still checked at once

@@ -119,21 +119,95 @@ class Directives:
 
 
 @dataclass(frozen=True, slots=True)
+class _Analysis:
+    directives: Directives
+    statements: tuple[Statement, ...]
+    dropped_outer_transaction: bool
+    notices: tuple[str, ...]
+
+
 class SqlFile:
-    """One checked SQL file: its normalised text, checksum, directives and statements.
+    """One SQL file: its normalised text, checksum, directives and statements.
 
     ``statements`` no longer contains a dropped outer BEGIN/COMMIT
     (``dropped_outer_transaction`` says whether there was one). ``notices`` are
     informational ``path:line:col: …`` lines about this file, such as that drop.
+
+    Loaded with ``lazy=True`` (what a migrate or rollback run does), a file is read and
+    checksummed at once but split and checked on first use of ``statements``,
+    ``directives``, ``dropped_outer_transaction`` or ``notices``, which then raise any
+    :class:`MigrationFileError`. A replica with nothing pending, or a rollback, need not
+    split the files it will not run; the engine forces the files of its plan before it
+    takes the lock. Immutable either way.
     """
+
+    __slots__ = ("_analysis", "checksum", "path", "text")
 
     path: Path
     text: str
     checksum: str
-    directives: Directives
-    statements: tuple[Statement, ...]
-    dropped_outer_transaction: bool = False
-    notices: tuple[str, ...] = ()
+    _analysis: _Analysis | None
+
+    def __init__(
+        self,
+        path: Path,
+        text: str,
+        checksum: str,
+        directives: Directives | None = None,
+        statements: tuple[Statement, ...] | None = None,
+        dropped_outer_transaction: bool = False,
+        notices: tuple[str, ...] = (),
+    ) -> None:
+        analysis = None
+        if directives is not None or statements is not None:
+            analysis = _Analysis(
+                directives or Directives(), tuple(statements or ()),
+                dropped_outer_transaction, tuple(notices),
+            )  # fmt: skip
+        for name, value in (("path", path), ("text", text), ("checksum", checksum),
+                            ("_analysis", analysis)):  # fmt: skip
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"SqlFile is immutable (cannot set {name})")
+
+    def _analysed(self) -> _Analysis:
+        if self._analysis is None:
+            object.__setattr__(self, "_analysis", _analyse(self.text, self.path))
+        assert self._analysis is not None
+        return self._analysis
+
+    @property
+    def directives(self) -> Directives:
+        return self._analysed().directives
+
+    @property
+    def statements(self) -> tuple[Statement, ...]:
+        return self._analysed().statements
+
+    @property
+    def dropped_outer_transaction(self) -> bool:
+        return self._analysed().dropped_outer_transaction
+
+    @property
+    def notices(self) -> tuple[str, ...]:
+        return self._analysed().notices
+
+    def check(self) -> SqlFile:
+        """Split and check now (raises the file's error, if any); returns self."""
+        self._analysed()
+        return self
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SqlFile):
+            return NotImplemented
+        return (self.path, self.checksum, self.text) == (other.path, other.checksum, other.text)
+
+    def __hash__(self) -> int:
+        return hash((self.path, self.checksum))
+
+    def __repr__(self) -> str:
+        return f"SqlFile(path={self.path!r}, checksum={self.checksum[:12]!r}…)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -594,7 +668,7 @@ def _check_transaction_control(
 # --------------------------------------------------------------------------- one file
 
 
-def load_sql_file(path: Path) -> SqlFile:
+def load_sql_file(path: Path, *, lazy: bool = False) -> SqlFile:
     """Read, split and check one migration or rollback file.
 
     Raises the first :class:`MigrationFileError` found: encoding, splitting,
@@ -603,6 +677,8 @@ def load_sql_file(path: Path) -> SqlFile:
     if not isinstance(path, Path):
         path = Path(path)
     text, checksum = _read(path)
+    if lazy:
+        return SqlFile(path, text, checksum or checksum_text(text))
     return _check(text, path, checksum)
 
 
@@ -618,6 +694,10 @@ def parse_sql_text(text: str, path: Path | str) -> SqlFile:
 def _check(text: str, path: Path, checksum: str | None = None) -> SqlFile:
     if checksum is None:  # before splitting: keeps the peak at text + statements
         checksum = checksum_text(text)
+    return SqlFile(path, text, checksum).check()
+
+
+def _analyse(text: str, path: Path) -> _Analysis:
     statements = split_statements(text, path=path)
     directives = _parse_directives(text, statements, path)
     body, begin, end = _apply_transaction_rules(statements, directives, path)
@@ -628,15 +708,7 @@ def _check(text: str, path: Path, checksum: str | None = None) -> SqlFile:
             f"(lines {begin.line} and {end.line}) — asyncmig runs each migration in its own "
             "transaction",
         )
-    return SqlFile(
-        path=path,
-        text=text,
-        checksum=checksum,
-        directives=directives,
-        statements=tuple(body),
-        dropped_outer_transaction=begin is not None,
-        notices=notices,
-    )
+    return _Analysis(directives, tuple(body), begin is not None, notices)
 
 
 # --------------------------------------------------------------------------- directories
@@ -699,16 +771,16 @@ def _index_directory(
     return found
 
 
-def _try_load(path: Path, errors: list[MigrationFileError]) -> SqlFile | None:
+def _try_load(path: Path, errors: list[MigrationFileError], lazy: bool = False) -> SqlFile | None:
     try:
-        return load_sql_file(path)
+        return load_sql_file(path, lazy=lazy)
     except MigrationFileError as exc:
         errors.append(exc)
         return None
 
 
 def scan_migrations(
-    sql_dir: Path | str, rollback_dir: Path | str | None = None
+    sql_dir: Path | str, rollback_dir: Path | str | None = None, *, lazy: bool = False
 ) -> tuple[MigrationSet, tuple[MigrationFileError, ...]]:
     """Load every migration, collecting *all* file errors instead of stopping at one.
 
@@ -745,7 +817,7 @@ def scan_migrations(
     migrations: list[Migration] = []
     for version in sorted(forward):
         entries = forward[version]
-        loaded = [_try_load(path, errors) for _, path in entries]
+        loaded = [_try_load(path, errors, lazy) for _, path in entries]
         if len(entries) > 1:
             listed = ", ".join(str(path) for _, path in entries)
             errors.append(
@@ -760,7 +832,7 @@ def scan_migrations(
             continue
         sql_file = loaded[0]
         candidates = rollbacks.pop(version, [])
-        rollback = _load_rollback(version, entries[0][1], candidates, errors)
+        rollback = _load_rollback(version, entries[0][1], candidates, errors, lazy)
         if not candidates and check_rollbacks:
             warnings.append(
                 f"{entries[0][1]}: no rollback file for version {version} in {rollback_dir}; "
@@ -769,7 +841,7 @@ def scan_migrations(
         if sql_file is None:
             continue
         for file in (sql_file, rollback):
-            if file is None:
+            if file is None or lazy:  # lazy: notices come with each file once it is used
                 continue
             notices.extend(file.notices)
             if not file.statements:
@@ -792,6 +864,7 @@ def _load_rollback(
     forward_path: Path,
     candidates: list[tuple[str, Path]],
     errors: list[MigrationFileError],
+    lazy: bool = False,
 ) -> SqlFile | None:
     if len(candidates) > 1:
         listed = ", ".join(str(path) for _, path in candidates)
@@ -805,16 +878,19 @@ def _load_rollback(
         return None
     if not candidates:
         return None
-    return _try_load(candidates[0][1], errors)
+    return _try_load(candidates[0][1], errors, lazy)
 
 
-def load_migrations(sql_dir: Path | str, rollback_dir: Path | str | None = None) -> MigrationSet:
+def load_migrations(
+    sql_dir: Path | str, rollback_dir: Path | str | None = None, *, lazy: bool = False
+) -> MigrationSet:
     """Load every migration, or raise the first :class:`MigrationFileError`.
 
     When there are more errors, the raised one carries a note saying how many, so a
-    user knows to run ``asyncmig validate`` for the full list.
+    user knows to run ``asyncmig validate`` for the full list. ``lazy``: see
+    :class:`SqlFile` (names, encodings and checksums are still checked at once).
     """
-    migrations, errors = scan_migrations(sql_dir, rollback_dir)
+    migrations, errors = scan_migrations(sql_dir, rollback_dir, lazy=lazy)
     if errors:
         first = errors[0]
         if len(errors) > 1:

@@ -18,7 +18,7 @@ in one process (different schemas or databases, or racing on the same one).
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -55,7 +55,7 @@ from .events import (
 from .history import History, HistoryRow
 from .loader import MigrationSet, SqlFile, load_migrations, parse_sql_text, scan_migrations
 from .lock import LockKey, Progress, acquire, heartbeat_loop, holder_backend_pid, lock_key, release
-from .planner import MigrateStep, RollbackStep, plan_migrate, plan_rollback
+from .planner import MigrateStep, RollbackPlan, RollbackStep, plan_migrate, plan_rollback
 from .reports import (
     AppliedMigration,
     MigrateReport,
@@ -130,7 +130,9 @@ class Migrator:
                 conn.terminate()
 
     @asynccontextmanager
-    async def _loaded_connection(self) -> AsyncIterator[tuple[MigrationSet, Conn]]:
+    async def _loaded_connection(
+        self, *, lazy: bool = False
+    ) -> AsyncIterator[tuple[MigrationSet, Conn]]:
         """Read and split the files while the connection opens (both take milliseconds
         that need not add up). A file error wins: it is raised, the connection attempt
         cancelled, and nothing is read or written."""
@@ -140,7 +142,7 @@ class Migrator:
 
                 async def load() -> None:
                     try:
-                        box["migrations"] = await anyio.to_thread.run_sync(self._load)
+                        box["migrations"] = await anyio.to_thread.run_sync(self._load, lazy)
                     except Exception as exc:  # raised below, outside the task group
                         box["load_error"] = exc
                         tg.cancel_scope.cancel()
@@ -169,8 +171,8 @@ class Migrator:
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
             conn.terminate()
 
-    def _load(self) -> MigrationSet:
-        return load_migrations(self.config.sql_dir, self.config.rollback_dir)
+    def _load(self, lazy: bool = False) -> MigrationSet:
+        return load_migrations(self.config.sql_dir, self.config.rollback_dir, lazy=lazy)
 
     @asynccontextmanager
     async def _locked(
@@ -351,15 +353,18 @@ class Migrator:
                 for s in sel
             )  # fmt: skip
 
-        async with self._loaded_connection() as (migrations, conn):
+        # A rollback needs the rollback files of the versions it undoes, not the forward
+        # files: load lazily, check only the selection (before the lock).
+        async with self._loaded_connection(lazy=True) as (migrations, conn):
+            checked = _Checker(emit)
 
-            def plan(rows: dict[int, HistoryRow]) -> tuple[RollbackStep, ...]:
-                result = plan_rollback(migrations, rows, _parse_stored, steps=steps, to=to, all=all)
-                return result.steps
+            def plan(rows: dict[int, HistoryRow]) -> RollbackPlan:
+                return plan_rollback(migrations, rows, _parse_stored, steps=steps, to=to, all=all)
 
             await check_direct(conn)
             rows = await self.history.rows(conn) or {}
-            selected = plan(rows)
+            selected = plan(rows).steps
+            await checked([s.sql for s in selected])
             if not selected or dry_run:
                 await emit(RunStarted(operation="rollback", plan=items(selected),
                                       dry_run=dry_run))  # fmt: skip
@@ -379,9 +384,9 @@ class Migrator:
             try:
                 async with self._locked(conn, emit) as progress:
                     rows = await self.history.rows(conn) or {}
-                    selected = plan(rows)
-                    result = plan_rollback(migrations, rows, _parse_stored, steps=steps, to=to,
-                                           all=all)  # fmt: skip
+                    result = plan(rows)
+                    selected = result.steps
+                    await checked([s.sql for s in selected])
                     for text in result.warnings:
                         await emit(Message(level="warning", text=text))
                     await emit(RunStarted(operation="rollback", plan=items(selected)))
@@ -510,6 +515,29 @@ class Migrator:
                     await conn.execute(st.text)
                 await emit(Message(level="info", text=f"seeded {sql.path}"))
         return tuple(str(f) for f in files)
+
+
+class _Checker:
+    """Split and check a plan's files in a worker thread, before anything runs, and
+    emit each file's notices once (lazy loading defers both to here)."""
+
+    def __init__(self, emit: Emitter) -> None:
+        self._emit = emit
+        self._seen: set[Path] = set()
+
+    async def __call__(self, files: Sequence[SqlFile]) -> None:
+        await anyio.to_thread.run_sync(_check_all, files)
+        for f in files:
+            if f.path in self._seen:
+                continue
+            self._seen.add(f.path)
+            for text in f.notices:
+                await self._emit(Message(level="notice", text=text))
+
+
+def _check_all(files: Sequence[SqlFile]) -> None:
+    for f in files:
+        f.check()
 
 
 def _seed_files(seeds_dir: Path, env: str | None) -> tuple[list[Path], list[SqlFile]]:
