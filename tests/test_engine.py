@@ -472,3 +472,19 @@ async def test_rollback_does_not_need_the_forward_files_to_parse(dsn: str, tmp_p
         await migrator(dsn, tmp_path).rollback()
     assert await table_exists(dsn, "people")
     assert await fetchval(dsn, "SELECT status FROM _migrations WHERE version = 1") == "completed"
+
+
+async def test_status_reads_everything_but_splits_only_pending_files(
+    dsn: str, tmp_path: Path
+) -> None:
+    write_tree(tmp_path, TWO, TWO_RB)
+    m = migrator(dsn, tmp_path)
+    await m.migrate()
+    write_tree(tmp_path, {"003_bad.sql": "SELECT 'open;\n", "004_ok.sql": "SELECT 1;\nSELECT 2;\n"})
+    p = tmp_path / "sql" / "001_people.sql"
+    p.write_text(p.read_text() + "-- edited\n")
+    report = await m.status()
+    by_version = {v.version: v for v in report.versions}
+    assert by_version[1].state == "applied" and by_version[1].modified
+    assert by_version[3].state == "pending" and by_version[3].statements_total is None
+    assert by_version[4].state == "pending" and by_version[4].statements_total == 2

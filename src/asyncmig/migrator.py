@@ -131,7 +131,7 @@ class Migrator:
 
     @asynccontextmanager
     async def _loaded_connection(
-        self, *, lazy: bool = False
+        self, *, lazy: bool = False, reader: Callable[[], MigrationSet] | None = None
     ) -> AsyncIterator[tuple[MigrationSet, Conn]]:
         """Read and split the files while the connection opens (both take milliseconds
         that need not add up). A file error wins: it is raised, the connection attempt
@@ -142,7 +142,9 @@ class Migrator:
 
                 async def load() -> None:
                     try:
-                        box["migrations"] = await anyio.to_thread.run_sync(self._load, lazy)
+                        box["migrations"] = await anyio.to_thread.run_sync(
+                            reader or (lambda: self._load(lazy))
+                        )
                     except Exception as exc:  # raised below, outside the task group
                         box["load_error"] = exc
                         tg.cancel_scope.cancel()
@@ -429,12 +431,18 @@ class Migrator:
     # -- status / validate ------------------------------------------------------------
 
     async def status(self) -> StatusReport:
-        migrations, _errors = await anyio.to_thread.run_sync(
-            scan_migrations, self.config.sql_dir, self.config.rollback_dir
-        )
-        async with self._connection() as conn:
+        """Every version, disk and history side by side. Files are read and checksummed
+        (drift shows), but only pending ones are split, to count their statements; file
+        errors are `validate`'s business."""
+
+        def scan() -> MigrationSet:
+            return scan_migrations(self.config.sql_dir, self.config.rollback_dir, lazy=True)[0]
+
+        async with self._loaded_connection(reader=scan) as (migrations, conn):
             rows = await self.history.rows(conn)
-        return build_status(migrations, rows, self.config.schema)
+            return await anyio.to_thread.run_sync(
+                build_status, migrations, rows, self.config.schema
+            )
 
     async def validate(self, *, online: bool = True) -> ValidationReport:
         """Offline checks of every file, and (``online``) comparison with history."""

@@ -10,7 +10,7 @@ from typing import Any
 
 from .errors import MigrationFileError
 from .history import HistoryRow
-from .loader import MigrationSet
+from .loader import Migration, MigrationSet
 from .reports import StatusReport, ValidationIssue, VersionStatus
 
 __all__ = ["build_status", "file_issue", "history_issues"]
@@ -50,9 +50,7 @@ def build_status(
                 missing_file=bool(row and not mig and row.status == "completed"),
                 has_rollback=bool(mig and mig.rollback) or bool(row and row.rollback_sql),
                 statements_done=row.statements_done if row else None,
-                statements_total=row.statements_total
-                if row
-                else (len(mig.forward.statements) if mig else None),
+                statements_total=row.statements_total if row else _count(mig),
                 error_message=row.error_message if row else None,
                 error_sqlstate=row.error_sqlstate if row else None,
             )
@@ -119,3 +117,13 @@ def history_issues(migrations: MigrationSet, rows: dict[int, HistoryRow]) -> lis
                 f"newest applied version {newest}", mig.version, str(mig.forward.path),
             ))  # fmt: skip
     return issues
+
+
+def _count(mig: Migration | None) -> int | None:
+    """Statements of a pending file; None when it cannot be split (see ``validate``)."""
+    if mig is None:
+        return None
+    try:
+        return len(mig.forward.statements)
+    except MigrationFileError:
+        return None
