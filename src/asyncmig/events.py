@@ -184,11 +184,14 @@ class MigrationStarted(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class StatementStarted(Event):
-    name: ClassVar[str] = "statement_started"
+class _StatementEvent(Event):
     version: int
     index: int  # 1-based
     total: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _StatementAt(_StatementEvent):
     line: int
     column: int
     keyword: str
@@ -196,25 +199,22 @@ class StatementStarted(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class StatementFinished(Event):
+class StatementStarted(_StatementAt):
+    name: ClassVar[str] = "statement_started"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatementFinished(_StatementEvent):
     name: ClassVar[str] = "statement_finished"
-    version: int
-    index: int
-    total: int
     status: str  # the server's command tag, e.g. "CREATE TABLE", "INSERT 0 3"
     duration_ms: float
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class StatementPlanned(Event):
+class StatementPlanned(_StatementAt):
+    """A statement a dry run would execute (nothing is sent)."""
+
     name: ClassVar[str] = "statement_planned"
-    version: int
-    index: int
-    total: int
-    line: int
-    column: int
-    keyword: str
-    preview: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
