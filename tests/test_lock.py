@@ -56,6 +56,15 @@ def spawn(dsn: str, root: Path, *opts: str) -> subprocess.Popen[str]:
     )  # fmt: skip
 
 
+def wait_for_second_statement(proc: subprocess.Popen[str]) -> None:
+    """Read a worker's JSON events until its migration's second statement has started."""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if '"statement_started"' in line and '"index":2' in line:
+            return
+    raise AssertionError("the worker ended before its second statement")
+
+
 def last_json(out: str) -> dict[str, object]:
     lines = [ln for ln in out.splitlines() if ln.startswith("{")]
     return dict(json.loads(lines[-1])) if lines else {}
@@ -171,11 +180,7 @@ async def test_stale_holder_frozen_with_sigstop_is_reclaimed(dsn: str, tmp_path:
     })  # fmt: skip
     holder = spawn(dsn, tmp_path, "heartbeat_interval=0.5")
     try:
-        assert holder.stdout is not None
-        # freeze it in the middle of migration 1 (after its first statement started)
-        for line in holder.stdout:
-            if '"statement_started"' in line and '"index":2' in line:
-                break
+        wait_for_second_statement(holder)  # then freeze it in the middle of migration 1
         os.kill(holder.pid, signal.SIGSTOP)
         t0 = time.monotonic()
         events: list[Event] = []
@@ -202,10 +207,7 @@ async def test_slow_holder_is_not_reclaimed(dsn: str, tmp_path: Path) -> None:
     write_tree(tmp_path, {"001_slow.sql": "CREATE TABLE slow (id int);\nSELECT pg_sleep(40);\n"})
     holder = spawn(dsn, tmp_path, "heartbeat_interval=2")
     try:
-        assert holder.stdout is not None
-        for line in holder.stdout:
-            if '"statement_started"' in line and '"index":2' in line:
-                break
+        wait_for_second_statement(holder)
         with anyio.fail_after(90):
             report = await m(dsn, tmp_path, stale_after=10, lock_timeout=80).migrate()
         assert report.nothing_to_do or report.versions == ()
@@ -273,10 +275,7 @@ async def test_reclaim_without_the_right_to_terminate_names_the_statement(
     try:
         holder = spawn(dsn, tmp_path, "heartbeat_interval=0.5")
         try:
-            assert holder.stdout is not None
-            for line in holder.stdout:
-                if '"statement_started"' in line and '"index":2' in line:
-                    break
+            wait_for_second_statement(holder)
             os.kill(holder.pid, signal.SIGSTOP)
             await fetch(dsn, f'GRANT USAGE ON SCHEMA public TO "{role}"')
             await fetch(dsn, f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{role}"')
