@@ -86,9 +86,10 @@ def test_same_integer_version_is_a_duplicate_naming_both_files(tmp_path: Path) -
     [
         ("create_users.sql", "does not start with a version number"),
         ("001-create_users.sql", "followed by an underscore"),
-        ("001_Create_Users.sql", "'Create_Users' may use only lowercase"),
-        ("001_create-users.sql", "'create-users' may use only lowercase"),
-        ("001_.sql", "'' may use only lowercase"),
+        ("001_create users.sql", "'create users' may use only ASCII letters, digits, _ and -"),
+        ("001_café.sql", "'café' may use only ASCII letters"),
+        ("001_a.b.sql", "'a.b' may use only ASCII letters"),
+        ("001_.sql", "'' may use only ASCII letters"),
         ("001_create_users.SQL", "lowercase .sql"),
         ("1" * 21 + "_x.sql", "21 digits"),
     ],
@@ -103,6 +104,18 @@ def test_bad_forward_file_name_says_what_it_must_look_like(
     assert problem in str(info.value)
     assert "<version>_<name>.sql" in str(info.value)
     assert str(info.value).startswith(f"{path}: ")
+
+
+def test_upper_case_and_hyphens_in_the_name_are_accepted(tmp_path: Path) -> None:
+    """Names other tools' users have load unchanged; the version is still the digits."""
+    for name in ["0187_Add_email_notifications_to_crate_owners.sql", "0188_add-index.sql",
+                 "0189_-.sql"]:  # fmt: skip
+        sql_file(tmp_path, "SELECT 1;", name)
+    migrations = load_migrations(tmp_path / "sql")
+    assert migrations.versions == (187, 188, 189)
+    assert [m.name for m in migrations] == ["Add_email_notifications_to_crate_owners",
+                                            "add-index", "-"]  # fmt: skip
+    assert migrations.get(187).filename == "0187_Add_email_notifications_to_crate_owners.sql"  # type: ignore[union-attr]
 
 
 def test_twenty_digit_version_is_accepted(tmp_path: Path) -> None:
@@ -152,13 +165,25 @@ def test_rollback_file_matched_by_integer_version_in_either_naming(tmp_path: Pat
 
 
 def test_two_rollback_files_for_one_version_are_ambiguous(tmp_path: Path) -> None:
+    """validate's scan reports both files; eager loading (migrate) warns and keeps the
+    migration without a rollback; lazy loading (rollback) raises when the file is used."""
     sql_file(tmp_path, "SELECT 1;", "001_a.sql")
     one = write(tmp_path / "rollback", "001_drop_a.sql", "SELECT 2;")
     two = write(tmp_path / "rollback", "1_a_rollback.sql", "SELECT 3;")
-    with pytest.raises(AmbiguousRollbackError) as info:
-        load_migrations(tmp_path / "sql", tmp_path / "rollback")
-    assert str(one) in str(info.value) and str(two) in str(info.value)
-    assert "keep exactly one" in str(info.value)
+    _, errors = scan_migrations(tmp_path / "sql", tmp_path / "rollback")
+    (error,) = errors
+    assert isinstance(error, AmbiguousRollbackError)
+    assert str(one) in str(error) and str(two) in str(error)
+    assert "keep exactly one" in str(error)
+    eager = load_migrations(tmp_path / "sql", tmp_path / "rollback")
+    assert eager.get(1).rollback is None  # type: ignore[union-attr]
+    (warning,) = eager.warnings
+    assert warning.startswith(str(error)) and "migrate does not run rollback files" in warning
+    lazy = load_migrations(tmp_path / "sql", tmp_path / "rollback", lazy=True)
+    rollback = lazy.get(1).rollback  # type: ignore[union-attr]
+    assert rollback is not None
+    with pytest.raises(AmbiguousRollbackError):
+        rollback.check()
 
 
 def test_missing_rollback_is_a_warning_not_an_error(tmp_path: Path) -> None:
@@ -192,12 +217,36 @@ def test_rollback_without_forward_migration_is_a_warning(tmp_path: Path) -> None
     assert migrations.warnings == (f"{orphan}: rollback file without a forward migration 7_*.sql",)
 
 
-def test_bad_rollback_file_name_is_an_error(tmp_path: Path) -> None:
+def test_bad_rollback_file_name_is_an_error_for_validate_and_rollback(tmp_path: Path) -> None:
+    """A rollback file without a version: an error when scanning (validate) and loading
+    lazily (rollback: the version it belongs to is unknown); a warning for migrate."""
     sql_file(tmp_path, "SELECT 1;", "001_a.sql")
     path = write(tmp_path / "rollback", "rollback_001.sql", "SELECT 1;")
+    _, errors = scan_migrations(tmp_path / "sql", tmp_path / "rollback")
+    assert [type(e) for e in errors] == [FileNameError] and errors[0].path == path
     with pytest.raises(FileNameError) as info:
-        load_migrations(tmp_path / "sql", tmp_path / "rollback")
+        load_migrations(tmp_path / "sql", tmp_path / "rollback", lazy=True)
     assert info.value.path == path
+    warnings = load_migrations(tmp_path / "sql", tmp_path / "rollback").warnings
+    assert any(w.startswith(f"{path}: ") for w in warnings)
+
+
+def test_broken_rollback_file_is_a_warning_when_loading_eagerly(tmp_path: Path) -> None:
+    """Eager loading (migrate) turns a rollback file's split error into a warning with
+    file, line and column, and keeps the file's text unchecked (stored in history); the
+    forward file still loads and is checked."""
+    sql_file(tmp_path, "CREATE TABLE a (id int);\n", "001_a.sql")
+    text = "DROP TABLE a;\r\nSELECT $x$ open;\r\n"
+    path = write(tmp_path / "rollback", "001_a_rollback.sql", text)
+    migrations = load_migrations(tmp_path / "sql", tmp_path / "rollback")
+    (warning,) = migrations.warnings
+    assert warning.startswith(f"{path}:2:8: unterminated dollar quote $x$ opened at 2:8")
+    assert "`asyncmig validate` and `asyncmig rollback`" in warning
+    migration = migrations.get(1)
+    assert migration is not None and migration.statements[0].keyword == "CREATE TABLE"
+    assert migration.rollback is not None and migration.rollback.text == text
+    with pytest.raises(SplitError):
+        migration.rollback.check()
 
 
 def test_rollback_files_follow_the_forward_rules(tmp_path: Path) -> None:
@@ -236,7 +285,8 @@ def test_crlf_cr_and_lf_have_the_same_checksum(tmp_path: Path) -> None:
         sql_file(tmp_path, b"\xef\xbb\xbf" + lf.replace("\n", "\r\n").encode(), "004_bom.sql"),
     ]
     loaded = [load_sql_file(p) for p in paths]
-    assert {f.text for f in loaded} == {lf}
+    assert [f.text for f in loaded] == [lf, lf.replace("\n", "\r\n"), lf.replace("\n", "\r"),
+                                        lf.replace("\n", "\r\n")]  # fmt: skip
     assert {f.checksum for f in loaded} == {hashlib.sha256(lf.encode()).hexdigest()}
 
 
@@ -245,17 +295,33 @@ def test_crlf_cr_and_lf_have_the_same_checksum(tmp_path: Path) -> None:
     st.sampled_from(["\n", "\r\n", "\r"]),
     st.booleans(),
 )
-def test_line_endings_and_bom_never_change_text_or_checksum(
+def test_line_endings_are_kept_in_the_text_and_ignored_by_the_checksum(
     text: str, newline: str, bom: bool
 ) -> None:
+    """The text read is the file's text with only a leading BOM dropped; its checksum is
+    the LF text's, with or without a BOM; checksum_text normalises the same way."""
     content = ("\ufeff" if bom else "") + text.replace("\n", newline)
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "001_x.sql"
         path.write_bytes(content.encode("utf-8"))
         read = read_sql_text(path)
-    expected = text.removeprefix("\ufeff") if not bom else text
-    assert read == expected
-    assert checksum_text(read) == checksum_text(expected)
+        checksum = load_sql_file(path, lazy=True).checksum
+    assert read == content.removeprefix("\ufeff")
+    lf = text.removeprefix("\ufeff") if not bom else text
+    assert checksum == checksum_text(read) == checksum_text(content) == checksum_text(lf)
+    assert checksum == hashlib.sha256(lf.encode()).hexdigest()
+
+
+def test_checksum_of_a_large_crlf_text_never_splits_a_crlf_pair() -> None:
+    """checksum_text works a 1 MiB slice at a time; a CRLF (or CR CR LF) that straddles
+    a slice boundary is still normalised like the whole text."""
+    slice_size = 1 << 20
+    for before in (slice_size - 2, slice_size - 1, slice_size):
+        for newline in ("\r\n", "\r\r\n", "\r"):
+            text = "a" * before + newline + "b\r\n" * 3
+            expected = text.replace("\r\n", "\n").replace("\r", "\n")
+            assert checksum_text(text) == hashlib.sha256(expected.encode()).hexdigest()
+            assert checksum_text("\ufeff" + text) == checksum_text(text)
 
 
 @pytest.mark.parametrize(
@@ -788,6 +854,6 @@ def test_lazy_loading_defers_splitting_but_not_names_or_checksums(tmp_path: Path
     assert [s.text for s in good.forward.statements] == ["SELECT 1;"]
     with pytest.raises(SplitError):
         load_migrations(sql, None)  # eager: the first file error is raised at once
-    (sql / "003_Bad-Name.sql").write_text("SELECT 3;\n")
+    (sql / "003_Bad Name.sql").write_text("SELECT 3;\n")
     with pytest.raises(FileNameError):
         load_migrations(sql, None, lazy=True)  # names are still checked at once

@@ -8,20 +8,38 @@ silent:
 
 File names
     Forward files are ``<version>_<name>.sql``: ``<version>`` is 1–20 ASCII digits,
-    compared as an integer (``9 < 10 < 20261126153000``); ``<name>`` is lowercase ASCII
-    letters, digits and underscores. Dotfiles (editor swap files, macOS ``._*``),
-    subdirectories and files not ending in ``.sql`` are ignored, so a ``README.md`` may
-    live in ``sql/``. A file ending in ``.SQL`` (any case) is *not* ignored but reported:
-    silently skipping something that looks like a migration is worse than an error.
+    compared as an integer (``9 < 10 < 20261126153000``); ``<name>`` is ASCII letters of
+    either case, digits, underscores and hyphens, so names other tools' users already
+    have (``0187_Add_email_notifications.sql``, ``0188_add-index.sql``) load unchanged;
+    ``asyncmig create`` still writes lowercase names with underscores. Dotfiles
+    (editor swap files, macOS ``._*``), subdirectories and files not ending in ``.sql``
+    are ignored, so a ``README.md`` may live in ``sql/``. A file ending in ``.SQL``
+    (any case) is *not* ignored but reported: silently skipping something that looks
+    like a migration is worse than an error.
     Rollback files only need to start with ``<version>_`` and end in ``.sql``
     (``001_drop_users_table.sql`` and ``001_create_users_table_rollback.sql`` both fit).
 
 Text and checksum
-    Strict UTF-8; a leading BOM is dropped; CRLF and lone CR become LF. The checksum is
-    SHA-256 of that normalised text, so line endings never count as an edit and any
-    other change does. A NUL character is rejected as an encoding error too:
-    PostgreSQL cannot receive it in a query. Columns count characters (code points),
-    1-based, like the splitter's.
+    Strict UTF-8; a leading BOM is dropped, and nothing else is changed: what runs is the
+    file's text exactly as psql sends it, so a CRLF file inserts ``\r\n`` where a
+    string literal or a function body spans lines, as psql does. Only the checksum
+    normalises: SHA-256 of the text with CRLF and lone CR turned into LF, so line
+    endings never count as an edit, any other change does, and a file's checksum is the
+    one earlier releases recorded. Lines are counted at LF, so CRLF is one line break in
+    every message (see :mod:`asyncmig.splitter` for lone CR). A NUL character is
+    rejected as an encoding error too: PostgreSQL cannot receive it in a query. Columns
+    count characters (code points), 1-based, like the splitter's.
+
+Rollback files
+    ``migrate`` never runs a rollback file, so a problem in one (its name, encoding,
+    splitting, directives, transaction control, two files for one version) must not
+    block a deploy. :func:`load_migrations` loading eagerly (what ``migrate`` does)
+    turns each into a warning naming the file, line and column, keeps the migration
+    and, when the file could be read, its text (stored in history as at apply time).
+    Loading lazily (what ``rollback`` does), a rollback file that cannot be read or is
+    ambiguous is attached as a file that raises its error when used, so ``rollback``
+    refuses exactly the files it would run. :func:`scan_migrations` (``validate``)
+    reports every one as an error.
 
 Directives and transaction control
     Their rules live beside their code: :mod:`asyncmig.directives` and
@@ -52,6 +70,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from typing import Literal
 
 from .directives import Directives, parse_directives
 from .errors import (
@@ -106,12 +125,13 @@ class SqlFile:
     takes the lock. Immutable either way.
     """
 
-    __slots__ = ("_analysis", "checksum", "path", "text")
+    __slots__ = ("_analysis", "_error", "checksum", "path", "text")
 
     path: Path
     text: str
     checksum: str
     _analysis: _Analysis | None
+    _error: MigrationFileError | None
 
     def __init__(
         self,
@@ -130,13 +150,22 @@ class SqlFile:
                 dropped_outer_transaction, tuple(notices),
             )  # fmt: skip
         for name, value in (("path", path), ("text", text), ("checksum", checksum),
-                            ("_analysis", analysis)):  # fmt: skip
+                            ("_analysis", analysis), ("_error", None)):  # fmt: skip
             object.__setattr__(self, name, value)
+
+    @classmethod
+    def _unusable(cls, path: Path, error: MigrationFileError) -> SqlFile:
+        """A file that could not be loaded (unreadable, ambiguous): raises ``error`` on use."""
+        file = cls(path, "", "")
+        object.__setattr__(file, "_error", error)
+        return file
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"SqlFile is immutable (cannot set {name})")
 
     def _analysed(self) -> _Analysis:
+        if self._error is not None:
+            raise self._error
         if self._analysis is None:
             object.__setattr__(self, "_analysis", _analyse(self.text, self.path))
         assert self._analysis is not None
@@ -267,18 +296,27 @@ _HASH_CHUNK = 1 << 20
 
 
 def checksum_text(text: str) -> str:
-    """SHA-256 hex digest of already-normalised text, encoded as UTF-8.
+    """SHA-256 hex digest of the text normalised: leading BOM dropped, CRLF and lone CR
+    turned into LF, encoded as UTF-8. The same for the LF, CRLF and CR forms of a file.
 
-    Encoded a slice at a time: a 50 MB data migration must not need a second 50 MB copy.
+    Normalised and encoded a slice at a time (a CRLF pair never split between two): a
+    50 MB data migration must not need a second 50 MB copy.
     """
     digest = hashlib.sha256()
-    for start in range(0, len(text), _HASH_CHUNK):
-        digest.update(text[start : start + _HASH_CHUNK].encode("utf-8"))
+    size = len(text)
+    start = 1 if text.startswith("\ufeff") else 0
+    while start < size:
+        end = min(start + _HASH_CHUNK, size)
+        while end < size and text[end - 1] == "\r":
+            end += 1
+        digest.update(_normalise_newlines(text[start:end]).encode("utf-8"))
+        start = end
     return digest.hexdigest()
 
 
 def read_sql_text(path: Path) -> str:
-    """Read a migration file: strict UTF-8, leading BOM dropped, newlines made LF.
+    """Read a migration file as it runs: strict UTF-8, a leading BOM dropped, line
+    endings kept (a CRLF inside a string literal is data, as for psql).
 
     Raises :class:`EncodingError` naming the file, the byte offset of the first bad
     byte, and its line and column; :class:`MigrationFileError` if it cannot be read.
@@ -286,8 +324,8 @@ def read_sql_text(path: Path) -> str:
     return _read(path)[0]
 
 
-def _read(path: Path) -> tuple[str, str | None]:
-    """The normalised text, and its checksum when the raw bytes already are that text.
+def _read(path: Path) -> tuple[str, str]:
+    """The text as it runs (a leading BOM dropped) and its checksum.
 
     A file with no BOM and no carriage return is its own normalised UTF-8 encoding, so
     hashing the bytes read saves encoding the whole text again (tens of MB for data).
@@ -322,12 +360,12 @@ def _read(path: Path) -> tuple[str, str | None]:
         )
     if skip == 0 and b"\r" not in data:
         return text, hashlib.sha256(data).hexdigest()
-    return _normalise_newlines(text), None
+    return text, checksum_text(text)
 
 
 def _encoding_error(data: bytes, skip: int, offset: int, message: str, path: Path) -> EncodingError:
-    # Everything before the first bad byte decodes; count lines the way the normalised
-    # text will have them (CRLF and lone CR are one line break each).
+    # Everything before the first bad byte decodes; count lines the way the checksum's
+    # normalised text has them (CRLF and lone CR are one line break each).
     prefix = _normalise_newlines(data[skip:offset].decode("utf-8", errors="replace"))
     line = prefix.count("\n") + 1
     column = len(prefix) - (prefix.rfind("\n") + 1) + 1
@@ -346,24 +384,19 @@ def load_sql_file(path: Path, *, lazy: bool = False) -> SqlFile:
     if not isinstance(path, Path):
         path = Path(path)
     text, checksum = _read(path)
-    if lazy:
-        return SqlFile(path, text, checksum or checksum_text(text))
-    return _check(text, path, checksum)
+    file = SqlFile(path, text, checksum)
+    return file if lazy else file.check()
 
 
 def parse_sql_text(text: str, path: Path | str) -> SqlFile:
     """Check SQL that is already in memory, such as rollback SQL stored in history.
 
     The same rules as :func:`load_sql_file`; ``path`` only labels messages. A leading
-    BOM is dropped and newlines normalised, so the checksum matches the file's.
+    BOM is dropped (line endings are kept, as from a file), and the checksum is the
+    file's.
     """
-    return _check(_normalise_newlines(text.removeprefix("\ufeff")), Path(path))
-
-
-def _check(text: str, path: Path, checksum: str | None = None) -> SqlFile:
-    if checksum is None:  # before splitting: keeps the peak at text + statements
-        checksum = checksum_text(text)
-    return SqlFile(path, text, checksum).check()
+    text = text.removeprefix("\ufeff")
+    return SqlFile(Path(path), text, checksum_text(text)).check()
 
 
 def _analyse(text: str, path: Path) -> _Analysis:
@@ -382,16 +415,25 @@ def _analyse(text: str, path: Path) -> _Analysis:
 
 # --------------------------------------------------------------------------- directories
 
-_FORWARD_NAME = re.compile(r"(?P<version>[0-9]{1,20})_(?P<name>[a-z0-9_]+)\.sql")
+_FORWARD_NAME = re.compile(r"(?P<version>[0-9]{1,20})_(?P<name>[A-Za-z0-9_-]+)\.sql")
 _ROLLBACK_NAME = re.compile(r"(?P<version>[0-9]{1,20})_(?P<name>.+)\.sql", re.S)
 _FORWARD_RULE = (
     "a migration file must be named <version>_<name>.sql, where <version> is 1–20 digits "
-    "and <name> is lowercase letters, digits and underscores (e.g. 001_create_users.sql)"
+    "and <name> is letters, digits, underscores and hyphens (e.g. 001_create_users.sql)"
 )
 _ROLLBACK_RULE = (
     "a rollback file must be named <version>_<anything>.sql, where <version> is the "
     "forward migration's version (e.g. 001_create_users_rollback.sql)"
 )
+_ROLLBACK_WARNING = (
+    " — migrate does not run rollback files, so it goes on; `asyncmig validate` and "
+    "`asyncmig rollback` of this version refuse the file until it is fixed"
+)
+
+# What to do with a problem in a rollback file: collect it with the other errors
+# (validate), turn it into a warning (migrate never runs rollback files), or attach it
+# to the migration, raised when the file is used (rollback).
+_RollbackProblems = Literal["error", "warn", "defer"]
 
 
 def _sql_files(directory: Path) -> list[str]:
@@ -423,7 +465,7 @@ def _name_problem(filename: str) -> str:
         return f"its version has {digits} digits, at most {MAX_VERSION_DIGITS} are allowed"
     if stem[digits : digits + 1] != "_":
         return "the version must be followed by an underscore"
-    return f"the name part {stem[digits + 1 :]!r} may use only lowercase letters, digits, _"
+    return f"the name part {stem[digits + 1 :]!r} may use only ASCII letters, digits, _ and -"
 
 
 def _index_directory(
@@ -458,7 +500,15 @@ def scan_migrations(
     without its rollback) and the errors in file order. A missing ``sql_dir`` is raised,
     not collected: nothing else can be checked.
     """
-    sql_dir = Path(sql_dir)
+    return _scan(Path(sql_dir), rollback_dir, lazy, "error")
+
+
+def _scan(
+    sql_dir: Path,
+    rollback_dir: Path | str | None,
+    lazy: bool,
+    rollback_problems: _RollbackProblems,
+) -> tuple[MigrationSet, tuple[MigrationFileError, ...]]:
     if not sql_dir.is_dir():
         raise MigrationFileError(
             "migrations directory not found (set it with --sql-dir, or sql_dir= in the library)"
@@ -476,7 +526,12 @@ def scan_migrations(
     if rollback_dir is not None:
         rollback_dir = Path(rollback_dir)
         if rollback_dir.is_dir():
-            rollbacks = _index_directory(rollback_dir, _ROLLBACK_NAME, _ROLLBACK_RULE, errors)
+            name_errors: list[MigrationFileError] = []
+            rollbacks = _index_directory(rollback_dir, _ROLLBACK_NAME, _ROLLBACK_RULE, name_errors)
+            if rollback_problems == "warn":
+                warnings.extend(str(e) + _ROLLBACK_WARNING for e in name_errors)
+            else:
+                errors.extend(name_errors)
             check_rollbacks = True
         elif forward:
             warnings.append(
@@ -501,7 +556,9 @@ def scan_migrations(
             continue
         sql_file = loaded[0]
         candidates = rollbacks.pop(version, [])
-        rollback = _load_rollback(version, entries[0][1], candidates, errors, lazy)
+        rollback, rollback_ok = _load_rollback(
+            version, entries[0][1], candidates, errors, warnings, lazy, rollback_problems
+        )
         if not candidates and check_rollbacks:
             warnings.append(
                 f"{entries[0][1]}: no rollback file for version {version} in {rollback_dir}; "
@@ -509,7 +566,7 @@ def scan_migrations(
             )
         if sql_file is None:
             continue
-        for file in (sql_file, rollback):
+        for file in (sql_file, rollback if rollback_ok else None):
             if file is None or lazy:  # lazy: notices come with each file once it is used
                 continue
             notices.extend(file.notices)
@@ -533,21 +590,39 @@ def _load_rollback(
     forward_path: Path,
     candidates: list[tuple[str, Path]],
     errors: list[MigrationFileError],
-    lazy: bool = False,
-) -> SqlFile | None:
-    if len(candidates) > 1:
-        listed = ", ".join(str(path) for _, path in candidates)
-        errors.append(
-            AmbiguousRollbackError(
+    warnings: list[str],
+    lazy: bool,
+    problems: _RollbackProblems,
+) -> tuple[SqlFile | None, bool]:
+    """The version's rollback file, and whether it loaded cleanly (eager: also checked).
+
+    A problem goes where ``problems`` says. Warned about, a file that could be read is
+    still returned, unchecked, so its text is stored in history as at apply time.
+    """
+    if not candidates:
+        return None, False
+    path = candidates[-1][1]
+    file: SqlFile | None = None
+    try:
+        if len(candidates) > 1:
+            listed = ", ".join(str(path) for _, path in candidates)
+            raise AmbiguousRollbackError(
                 f"{len(candidates)} rollback files for version {version} ({forward_path.name}):"
                 f" {listed}; keep exactly one",
                 path=candidates[1][1],
             )
-        )
-        return None
-    if not candidates:
-        return None
-    return _try_load(candidates[0][1], errors, lazy)
+        file = load_sql_file(path, lazy=True)
+        if not lazy:
+            file.check()
+        return file, True
+    except MigrationFileError as exc:
+        if problems == "error":
+            errors.append(exc)
+            return None, False
+        if problems == "warn":
+            warnings.append(str(exc) + _ROLLBACK_WARNING)
+            return file, False
+        return SqlFile._unusable(exc.path or path, exc), False
 
 
 def load_migrations(
@@ -558,8 +633,14 @@ def load_migrations(
     When there are more errors, the raised one carries a note saying how many, so a
     user knows to run ``asyncmig validate`` for the full list. ``lazy``: see
     :class:`SqlFile` (names, encodings and checksums are still checked at once).
+
+    Problems in rollback files are never raised here (see "Rollback files" in the
+    module docstring): loaded eagerly, as ``migrate`` does, each is a warning in
+    :attr:`MigrationSet.warnings`; loaded lazily, as ``rollback`` does, it is raised when
+    that file is used.
     """
-    migrations, errors = scan_migrations(sql_dir, rollback_dir, lazy=lazy)
+    problems: _RollbackProblems = "defer" if lazy else "warn"
+    migrations, errors = _scan(Path(sql_dir), rollback_dir, lazy, problems)
     if errors:
         first = errors[0]
         if len(errors) > 1:
