@@ -8,7 +8,10 @@ Checklist items covered here (検証項目), against a real server:
   own row, an admin sees all, a session without ``app.user_id`` sees nothing;
 * ロールバック機能が正常に動作すること — the rollbacks, newest first, return the database
   to exactly its empty catalog, and the migrations apply again afterwards;
-* plus the ``updated_at`` trigger, the audit trigger of 002 and the idempotent seeds.
+* plus the ``updated_at`` trigger, the audit trigger of 002 and the idempotent seeds;
+* and 003, which closes the seed's privilege escalation: a customer cannot change their
+  own role, verification, lockout or deletion columns (an admin can), and ``users_audit``
+  shows a user only their own rows, also to an application connected as its owner.
 
 The files are applied by :func:`apply_samples` (and undone by :func:`rollback_samples`,
 seeded by :func:`apply_seeds`). They run psql, one transaction per migration as asyncmig
@@ -27,6 +30,7 @@ import re
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
 from ipaddress import ip_address
 from pathlib import Path
 
@@ -194,6 +198,17 @@ _SNAPSHOT_QUERIES = {
     "indexes": "SELECT indexdef FROM pg_indexes n "
     "WHERE n.schemaname !~ '^pg_' AND n.schemaname <> 'information_schema'",
     "policies": "SELECT p.polrelid::regclass::text || ' ' || p.polname FROM pg_policy p",
+    "policy_definitions": "SELECT tablename || ' ' || policyname || ' ' || permissive || ' ' "
+    "|| roles::text || ' ' || cmd || ' ' || coalesce(qual, '-') || ' ' "
+    "|| coalesce(with_check, '-') FROM pg_policies",
+    "row_security": "SELECT n.nspname || '.' || c.relname || ' enable=' || c.relrowsecurity "
+    "|| ' force=' || c.relforcerowsecurity || ' acl=' || coalesce(c.relacl::text, '-') "
+    f"FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {_SYSTEM} "
+    "AND c.relkind IN ('r', 'p')",
+    "function_definitions": "SELECT n.nspname || '.' || p.proname || ' definer=' "
+    "|| p.prosecdef || ' config=' || coalesce(p.proconfig::text, '-') || ' owner=' "
+    "|| p.proowner::regrole::text || ' ' || md5(p.prosrc) FROM pg_proc p "
+    f"JOIN pg_namespace n ON n.oid = p.pronamespace WHERE {_SYSTEM}",
     "triggers": "SELECT t.tgrelid::regclass::text || ' ' || t.tgname FROM pg_trigger t "
     "WHERE NOT t.tgisinternal",
     "extensions": "SELECT extname FROM pg_extension",
@@ -223,10 +238,11 @@ async def catalog_snapshot(dsn: str) -> dict[str, list[str]]:
 
 def test_versions_are_integers_and_each_migration_has_exactly_one_rollback() -> None:
     names = [p.name for p in migration_files()]
-    assert names[:3] == [
+    assert names[:4] == [
         "000_create_auth_schema.sql",
         "001_create_users_table.sql",
         "002_users_audit_trigger.sql",
+        "003_users_privilege_guard.sql",
     ]
     for name in names:
         assert re.fullmatch(r"\d{1,20}_[a-z0-9_]+\.sql", name), name
@@ -236,6 +252,7 @@ def test_versions_are_integers_and_each_migration_has_exactly_one_rollback() -> 
     assert rollback_file(1).name == "001_drop_users_table.sql"
     assert rollback_file(0).name == "000_create_auth_schema_rollback.sql"
     assert rollback_file(2).name == "002_users_audit_trigger_rollback.sql"
+    assert rollback_file(3).name == "003_users_privilege_guard_rollback.sql"
     for path in migration_files():
         rollback_file(_version(path))
     # A later `asyncmig create` file (14-digit timestamp) sorts after 002 as an integer,
@@ -473,6 +490,284 @@ async def test_app_role_is_audited_but_cannot_write_or_divert_the_audit_log(
     assert actions == [("INSERT", None), ("UPDATE", ALICE)]
 
 
+# --- 003: privileged columns and the audit log --------------------------------------------
+#
+# The seed's users_update_policy has no WITH CHECK and users_audit has no row level
+# security: before 003 a customer could make themselves admin, verify their own e-mail
+# and read everyone's audit trail. Every refusal and visibility test below failed on the
+# tree without 003 (the admin and harmless-column tests pass there too, as they should).
+
+FUTURE = datetime(2999, 1, 1, tzinfo=UTC)
+
+# (what the customer tries, the column the refusal names). The row starts as the owner
+# left it: Alice is a customer, unverified, locked out after 5 failed logins and
+# soft-deleted by an admin.
+ESCALATIONS = [
+    ("UPDATE users SET role = 'admin'", "role"),
+    ("UPDATE users SET role = 'staff'", "role"),
+    ("UPDATE users SET role = 'super_admin'", "role"),
+    ("UPDATE users SET email_verified = true", "email_verified"),
+    ("UPDATE users SET phone_verified = true", "phone_verified"),
+    ("UPDATE users SET failed_login_attempts = 0", "failed_login_attempts"),
+    ("UPDATE users SET locked_until = NULL", "locked_until"),
+    ("UPDATE users SET deleted_at = NULL", "deleted_at"),
+]
+
+
+async def _insert_locked_out_alice(conn: asyncpg.Connection) -> None:
+    """Alice as the owner left her: customer, unverified, locked out, soft-deleted."""
+    await conn.execute(
+        "INSERT INTO users (id, email, password_hash, name, role, email_verified, "
+        "phone_verified, failed_login_attempts, locked_until, deleted_at) "
+        "VALUES ($1, 'alice@example.com', 'x', 'Alice', 'customer', false, false, 5, "
+        "$2, $2)",
+        ALICE,
+        FUTURE,
+    )
+
+
+_PRIVILEGED_STATE = (
+    "SELECT role, email_verified, phone_verified, failed_login_attempts, locked_until, "
+    "deleted_at FROM users WHERE id = $1"
+)
+
+
+async def test_customer_cannot_make_themselves_admin(
+    dsn: str, conn: asyncpg.Connection, app_role: str
+) -> None:
+    """A customer setting role = 'admin' on their own row gets 42501; the row stays 'customer'."""
+    await _insert_user(conn, ALICE, "Alice")
+    alice = await _as_app(dsn, app_role, user_id=str(ALICE), role="customer")
+    try:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match=r"users\.role"):
+            await alice.execute("UPDATE users SET role = 'admin' WHERE id = $1", ALICE)
+    finally:
+        await alice.close()
+    assert await conn.fetchval("SELECT role FROM users WHERE id = $1", ALICE) == "customer"
+
+
+async def test_customer_cannot_verify_their_own_email(
+    dsn: str, conn: asyncpg.Connection, app_role: str
+) -> None:
+    """A customer's UPDATE of their own email_verified to true fails with 42501; it stays false."""
+    await _insert_user(conn, ALICE, "Alice")
+    alice = await _as_app(dsn, app_role, user_id=str(ALICE), role="customer")
+    try:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match=r"users\.email_verified"):
+            await alice.execute("UPDATE users SET email_verified = true WHERE id = $1", ALICE)
+    finally:
+        await alice.close()
+    assert await conn.fetchval("SELECT email_verified FROM users WHERE id = $1", ALICE) is False
+
+
+@pytest.mark.parametrize(("attempt", "column"), ESCALATIONS)
+async def test_customer_cannot_change_any_privileged_column_of_their_own_row(
+    dsn: str, conn: asyncpg.Connection, app_role: str, attempt: str, column: str
+) -> None:
+    """Each privileged column: the customer's UPDATE fails with 42501 naming it; nothing changes."""
+    await _insert_locked_out_alice(conn)
+    before = await conn.fetchrow(_PRIVILEGED_STATE, ALICE)
+    alice = await _as_app(dsn, app_role, user_id=str(ALICE), role="customer")
+    try:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match=rf"users\.{column}\b"):
+            await alice.execute(attempt)
+    finally:
+        await alice.close()
+    assert await conn.fetchrow(_PRIVILEGED_STATE, ALICE) == before
+
+
+async def test_customer_can_still_update_their_own_harmless_columns(
+    dsn: str, conn: asyncpg.Connection, app_role: str
+) -> None:
+    """Profile, password, 2FA and login bookkeeping stay writable; so does a privileged
+    column assigned its current value (an ORM writing back the whole row)."""
+    await _insert_user(conn, ALICE, "Alice")
+    alice = await _as_app(dsn, app_role, user_id=str(ALICE), role="customer")
+    try:
+        status = await alice.execute(
+            "UPDATE users SET name = 'Alice A.', phone = '+81-3-0000-0000', "
+            "avatar_url = 'https://example.com/a.png', addresses = '[{\"city\": \"Kyoto\"}]', "
+            "metadata = '{\"newsletter\": true}', password_hash = 'y', "
+            "two_factor_enabled = true, two_factor_secret = 's', last_login_at = now(), "
+            "last_login_ip = '203.0.113.7', "
+            "role = 'customer', email_verified = false, deleted_at = NULL "
+            "WHERE id = $1",
+            ALICE,
+        )
+    finally:
+        await alice.close()
+    assert status == "UPDATE 1"
+    row = await conn.fetchrow(
+        "SELECT name, phone, two_factor_enabled, role, email_verified FROM users WHERE id = $1",
+        ALICE,
+    )
+    assert tuple(row) == ("Alice A.", "+81-3-0000-0000", True, "customer", False)
+
+
+@pytest.mark.parametrize("admin_role", ["admin", "super_admin"])
+async def test_admin_can_change_role_and_verification_of_any_user(
+    dsn: str, conn: asyncpg.Connection, app_role: str, admin_role: str
+) -> None:
+    """With app.role admin (or super_admin), every privileged column of another user changes."""
+    await _insert_locked_out_alice(conn)
+    admin = await _as_app(dsn, app_role, user_id=str(BOB), role=admin_role)
+    try:
+        status = await admin.execute(
+            "UPDATE users SET role = 'staff', email_verified = true, phone_verified = true, "
+            "failed_login_attempts = 0, locked_until = NULL, deleted_at = NULL WHERE id = $1",
+            ALICE,
+        )
+    finally:
+        await admin.close()
+    assert status == "UPDATE 1"
+    assert tuple(await conn.fetchrow(_PRIVILEGED_STATE, ALICE)) == (
+        "staff", True, True, 0, None, None
+    )  # fmt: skip
+
+
+async def test_only_a_super_admin_grants_or_revokes_super_admin(
+    dsn: str, conn: asyncpg.Connection, app_role: str
+) -> None:
+    """An admin can make Alice admin but not super_admin, nor demote Carol (a super_admin);
+    a super_admin can do both."""
+    await _insert_user(conn, ALICE, "Alice")
+    await _insert_user(conn, CAROL, "Carol", role="super_admin")
+    admin = await _as_app(dsn, app_role, user_id=str(BOB), role="admin")
+    try:
+        assert await admin.execute("UPDATE users SET role = 'admin' WHERE id = $1", ALICE) == (
+            "UPDATE 1"
+        )
+        for uid, role in ((ALICE, "super_admin"), (CAROL, "admin")):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="super_admin"):
+                await admin.execute("UPDATE users SET role = $2 WHERE id = $1", uid, role)
+    finally:
+        await admin.close()
+    root = await _as_app(dsn, app_role, user_id=str(CAROL), role="super_admin")
+    try:
+        await root.execute("UPDATE users SET role = 'super_admin' WHERE id = $1", ALICE)
+        await root.execute("UPDATE users SET role = 'admin' WHERE id = $1", CAROL)
+    finally:
+        await root.close()
+    roles = dict(await conn.fetch("SELECT id, role FROM users"))
+    assert roles == {ALICE: "super_admin", CAROL: "admin"}
+
+
+async def test_the_owner_too_changes_privileged_columns_only_as_admin(
+    conn: asyncpg.Connection,
+) -> None:
+    """The guard is a trigger, which RLS bypass does not skip: the owner (superuser here)
+    without app.role is refused; with ``SET LOCAL app.role = 'admin'`` it succeeds."""
+    await _insert_user(conn, ALICE, "Alice")
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match=r"users\.role"):
+        await conn.execute("UPDATE users SET role = 'admin' WHERE id = $1", ALICE)
+    async with conn.transaction():
+        await conn.execute("SET LOCAL app.role = 'admin'")
+        await conn.execute("UPDATE users SET role = 'admin' WHERE id = $1", ALICE)
+    assert await conn.fetchval("SELECT role FROM users WHERE id = $1", ALICE) == "admin"
+
+
+async def _audit_subjects(c: asyncpg.Connection) -> list[uuid.UUID]:
+    return sorted(r["user_id"] for r in await c.fetch("SELECT user_id FROM users_audit"))
+
+
+async def test_users_audit_rows_are_visible_to_their_subject_and_to_admins_only(
+    dsn: str, conn: asyncpg.Connection, app_role: str
+) -> None:
+    """With SELECT on users_audit: a customer sees only the rows about themselves, an admin
+    or super_admin all of them, a session without app.user_id none."""
+    for uid, name in ((ALICE, "Alice"), (BOB, "Bob"), (CAROL, "Carol")):
+        await _insert_user(conn, uid, name)
+    await conn.execute(f'GRANT SELECT ON users_audit TO "{app_role}"')
+    alice = await _as_app(dsn, app_role, user_id=str(ALICE), role="customer")
+    try:
+        await alice.execute("UPDATE users SET name = 'Alice A.' WHERE id = $1", ALICE)
+        assert await _audit_subjects(alice) == [ALICE, ALICE]  # INSERT by owner, own UPDATE
+    finally:
+        await alice.close()
+    everyone = sorted([ALICE, ALICE, BOB, CAROL])
+    for role in ("admin", "super_admin"):
+        admin = await _as_app(dsn, app_role, user_id=str(BOB), role=role)
+        try:
+            assert await _audit_subjects(admin) == everyone
+        finally:
+            await admin.close()
+    anonymous = await _as_app(dsn, app_role)
+    try:
+        assert await _audit_subjects(anonymous) == []
+    finally:
+        await anonymous.close()
+
+
+@pytest.fixture
+async def plain_owner(conn: asyncpg.Connection) -> AsyncIterator[str]:
+    """A NOLOGIN, non-superuser role made owner of users, users_audit and the audit trigger
+    function, as when a deploy role (not a superuser) ran the migrations."""
+    name = f"asyncmig_owner_{uuid.uuid4().hex[:10]}"
+    await conn.execute(f'CREATE ROLE "{name}" NOLOGIN NOSUPERUSER NOBYPASSRLS')
+    for statement in (
+        'ALTER TABLE users OWNER TO "{}"',
+        'ALTER TABLE users_audit OWNER TO "{}"',
+        'ALTER FUNCTION users_audit_row() OWNER TO "{}"',
+    ):
+        await conn.execute(statement.format(name))
+    try:
+        yield name
+    finally:
+        await conn.execute(f'REASSIGN OWNED BY "{name}" TO CURRENT_USER')
+        await conn.execute(f'DROP OWNED BY "{name}"')
+        await conn.execute(f'DROP ROLE "{name}"')
+
+
+async def test_a_non_superuser_owner_obeys_the_audit_policies(
+    dsn: str, conn: asyncpg.Connection, plain_owner: str
+) -> None:
+    """FORCE ROW LEVEL SECURITY on users_audit: an application connected as the (non-superuser)
+    owner still has its UPDATE audited through the trigger, but sees only its user's audit
+    rows (all of them as admin), cannot insert an audit row by hand, nor delete one."""
+    for uid, name in ((ALICE, "Alice"), (BOB, "Bob")):
+        await _insert_user(conn, uid, name)
+    owner = await _as_app(dsn, plain_owner, user_id=str(ALICE), role="customer")
+    try:
+        assert await owner.execute("UPDATE users SET name = 'Alice A.' WHERE id = $1", ALICE) == (
+            "UPDATE 1"
+        )
+        assert await _audit_subjects(owner) == [ALICE, ALICE]
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
+            await owner.execute("INSERT INTO users_audit (user_id, action) VALUES ($1, 'x')", BOB)
+        async with owner.transaction():
+            await owner.execute("SET LOCAL app.role = 'admin'")
+            assert await _audit_subjects(owner) == sorted([ALICE, ALICE, BOB])
+            assert await owner.execute("DELETE FROM users_audit") == "DELETE 0"
+    finally:
+        await owner.close()
+    assert await conn.fetchval("SELECT count(*) FROM users_audit") == 3
+
+
+async def test_rollback_of_003_restores_the_catalog_of_002_exactly(dsn: str) -> None:
+    """Snapshot (relations, ACLs, RLS flags, policies with their expressions, functions with
+    their settings, triggers) after 000-002 equals the one after 003 and its rollback; and
+    the owner can again change a role without app.role, so the guard is really gone."""
+    forward = migration_files()
+    assert _version(forward[-1]) == 3, "this test is about 003 as the newest migration"
+    await _run_psql(dsn, forward[:-1])
+    before = await catalog_snapshot(dsn)
+    await _run_psql(dsn, [forward[-1]])
+    after = await catalog_snapshot(dsn)
+    assert after != before
+    assert "public.users_audit enable=true force=true acl=-" in after["row_security"]
+    assert "users users_guard_privileged_columns" in after["triggers"]
+    await _run_psql(dsn, [rollback_file(3)])
+    assert await catalog_snapshot(dsn) == before
+    c = await asyncpg.connect(dsn)
+    try:
+        await _insert_user(c, ALICE, "Alice")
+        assert await c.execute("UPDATE users SET role = 'admin' WHERE id = $1", ALICE) == (
+            "UPDATE 1"
+        )
+    finally:
+        await c.close()
+
+
 # --- 検証項目: ロールバック ----------------------------------------------------------------
 
 
@@ -517,7 +812,7 @@ async def test_each_rollback_undoes_exactly_its_own_migration(dsn: str) -> None:
 
 async def test_rolling_back_002_keeps_the_audit_rows(dsn: str, conn: asyncpg.Connection) -> None:
     await _insert_user(conn, ALICE, "Alice")
-    await rollback_samples(dsn, steps=1)
+    await rollback_samples(dsn, steps=2)  # 003, then 002
     await conn.execute("UPDATE users SET name = 'no audit now' WHERE id = $1", ALICE)
     assert [r["action"] for r in await _audit_rows(conn, ALICE)] == ["INSERT"]
 
