@@ -2,7 +2,9 @@
 
 1. start a throwaway server (the one the tests use), unless ``DATABASE_URL`` is set;
 2. ``asyncmig migrate`` with live progress, then ``asyncmig status``;
-3. row level security at work: two users, each seeing only their own row, and an admin;
+3. row level security at work: two users, each seeing only their own row and audit
+   trail, and an admin; each session tries to make itself admin and to verify its own
+   e-mail, which sample migration 003 refuses to anyone but an admin;
 4. stop the server.
 """
 
@@ -32,6 +34,20 @@ def asyncmig(dsn: str, *args: str) -> None:
     subprocess.run(cmd, cwd=ROOT, check=True)
 
 
+# The escalation each session tries on every row it can see (rolled back afterwards).
+ESCALATION = "UPDATE users SET role = 'admin', email_verified = true"
+
+
+async def attempt(conn: asyncpg.Connection, sql: str) -> str:
+    """Run ``sql`` in a savepoint; say what happened (the caller rolls everything back)."""
+    try:
+        async with conn.transaction():
+            status: str = await conn.execute(sql)
+    except asyncpg.InsufficientPrivilegeError as exc:
+        return f"[red]refused[/red] {exc.sqlstate}"
+    return f"[green]{status}[/green]"
+
+
 async def show_rls(dsn: str) -> None:
     console.rule("[bold]Row level security with two users")
     conn = await asyncpg.connect(dsn)
@@ -41,6 +57,7 @@ async def show_rls(dsn: str) -> None:
         await conn.execute("CREATE ROLE demo_app NOLOGIN")
         await conn.execute("GRANT USAGE ON SCHEMA auth TO demo_app")
         await conn.execute("GRANT SELECT, UPDATE ON users TO demo_app")
+        await conn.execute("GRANT SELECT ON users_audit TO demo_app")
         await conn.execute(
             "INSERT INTO users (id, email, password_hash, name, role) VALUES "
             "($1, 'alice@example.com', 'x', 'Alice', 'customer'), "
@@ -48,25 +65,35 @@ async def show_rls(dsn: str) -> None:
             alice,
             bob,
         )
-        table = Table("session", "app.user_id", "app.role", "rows visible")
+        table = Table(
+            "session", "app.user_id", "app.role", "users", "audit rows", "escalation",
+            caption=f"escalation: {ESCALATION} (rolled back); migration 003 refuses it "
+            "unless app.role is admin",
+        )  # fmt: skip
         for label, uid, role in (
             ("alice", alice, "customer"),
             ("bob", bob, "customer"),
             ("admin", None, "admin"),
             ("anonymous", None, ""),
         ):
-            async with conn.transaction():
+            session = conn.transaction()
+            await session.start()
+            try:
                 await conn.execute("SET LOCAL ROLE demo_app")
                 await conn.execute("SELECT set_config('app.user_id', $1, true)",
                                    str(uid) if uid else "")  # fmt: skip
                 await conn.execute("SELECT set_config('app.role', $1, true)", role)
                 rows = await conn.fetch("SELECT name FROM users ORDER BY name")
-                names = [r["name"] for r in rows]
+                names = ", ".join(r["name"] for r in rows) or "(none)"
+                audit = await conn.fetchval("SELECT count(*) FROM users_audit")
+                outcome = await attempt(conn, ESCALATION)
+            finally:
+                await session.rollback()
             table.add_row(label, str(uid)[:8] + "…" if uid else "-", role or "-",
-                          ", ".join(names) or "(none)")  # fmt: skip
+                          names, str(audit), outcome)  # fmt: skip
         console.print(table)
         await conn.execute("DELETE FROM users WHERE id = ANY($1::uuid[])", [alice, bob])
-        await conn.execute("REVOKE ALL ON users FROM demo_app")
+        await conn.execute("REVOKE ALL ON users, users_audit FROM demo_app")
         await conn.execute("REVOKE ALL ON SCHEMA auth FROM demo_app")
         await conn.execute("DROP ROLE demo_app")
     finally:
