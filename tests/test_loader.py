@@ -411,6 +411,26 @@ def test_directives_are_read_from_the_header(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize("newline", ["\r\n", "\r"], ids=["crlf", "lone_cr"])
+def test_directives_are_read_whatever_the_line_endings(tmp_path: Path, newline: str) -> None:
+    """CRLF and lone-CR files: header directives are read as in the LF file, with their
+    values; a directive after the first statement is still refused."""
+    header = [
+        "-- Migration: add index",
+        "/* a block comment",
+        "   -- asyncmig: statement-timeout=9s (commented out) */",
+        "-- asyncmig: no-transaction",
+        "-- asyncmig: lock-timeout=5s",
+        "CREATE INDEX CONCURRENTLY i ON t (a);",
+        "",
+    ]
+    loaded = load_sql_file(sql_file(tmp_path, newline.join(header)))
+    assert loaded.directives == Directives(transactional=False, lock_timeout=5.0)
+    late = newline.join(["SELECT 1;", "-- asyncmig: lock-timeout=5s", "SELECT 2;", ""])
+    with pytest.raises(DirectiveError, match="directive after the first statement"):
+        load_sql_file(sql_file(tmp_path, late, "002_late.sql"))
+
+
 def test_no_directives_means_defaults(tmp_path: Path) -> None:
     assert load_sql_file(sql_file(tmp_path, "SELECT 1;")).directives == Directives()
 

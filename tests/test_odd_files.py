@@ -127,6 +127,28 @@ async def test_crlf_file_switched_to_lf_after_apply_is_not_drift(dsn: str, tmp_p
     assert (await migrator(dsn, tmp_path).validate()).ok
 
 
+async def test_crlf_files_with_directives_and_an_outer_transaction_apply(
+    dsn: str, tmp_path: Path
+) -> None:
+    """CRLF files: `-- asyncmig: no-transaction` lets CREATE INDEX CONCURRENTLY run, a
+    lock-timeout directive is read, and an outer BEGIN/COMMIT is dropped."""
+    files = {
+        "001_table.sql": "BEGIN;\r\nCREATE TABLE t (a int);\r\nCOMMIT;\r\n",
+        "002_index.sql": (
+            "-- asyncmig: no-transaction\r\n-- asyncmig: lock-timeout=5s\r\n"
+            "CREATE INDEX CONCURRENTLY t_a ON t (a);\r\n"
+        ),
+    }
+    for name, text in files.items():
+        write_bytes(tmp_path / "sql", name, text.encode())
+    migrations = load_migrations(tmp_path / "sql")
+    assert migrations.get(1).forward.dropped_outer_transaction  # type: ignore[union-attr]
+    index = migrations.get(2).forward  # type: ignore[union-attr]
+    assert not index.directives.transactional and index.directives.lock_timeout == 5.0
+    assert (await migrator(dsn, tmp_path).migrate()).versions == (1, 2)
+    assert await fetchval(dsn, "SELECT indisvalid FROM pg_index WHERE indexrelid = 't_a'::regclass")
+
+
 def test_split_error_in_a_crlf_file_counts_crlf_as_one_line_break(tmp_path: Path) -> None:
     """An unterminated dollar quote on line 5 of a CRLF file, after a literal holding
     CRLF, is reported at 5:11 (the LF file's position)."""

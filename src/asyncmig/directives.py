@@ -14,6 +14,12 @@ Directives
     ``/* … */`` comment is commented out. ``-- asyncmig`` followed by a
     directive name but no colon is reported, since a silently ignored
     ``lock-timeout`` would be worse; any other comment mentioning asyncmig is prose.
+
+Line endings
+    The text is the file's own (CRLF kept). A directive line ends at CR or LF, as a
+    ``--`` comment does for psql, and "before the first statement" is judged by offset,
+    so a file with lone-CR line endings (where line numbers, counted at LF, do not
+    advance) is read like its LF twin.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ class Directives:
 
 # Searched as "--" + "asyncmig" anywhere, then checked to start its line: a literal-led
 # pattern scans ~8x faster than a MULTILINE "^" one, and this runs on every file at startup.
-_DIRECTIVE = re.compile(r"--[ \t]*asyncmig\b(?P<rest>[^\n]*)", re.I)
+_DIRECTIVE = re.compile(r"--[ \t]*asyncmig\b(?P<rest>[^\n\r]*)", re.I)
 _NEAR_MISS = re.compile(r"[ \t]+(no|lock|statement)[-_ ]?(transaction|timeout)\b", re.I)
 _VALUED = ("lock-timeout", "statement-timeout")
 _KNOWN = ("no-transaction", *_VALUED)
@@ -61,27 +67,28 @@ def line_col(text: str, offset: int) -> tuple[int, int]:
 def parse_directives(text: str, statements: Sequence[Statement], path: Path) -> Directives:
     """Read the ``-- asyncmig:`` lines before the first statement; reject later ones."""
     first_line = statements[0].line if statements else None
+    header_end = statements[0].offset if statements else len(text)
     starts: list[int] | None = None
     values: dict[str, tuple[float | None, int]] = {}
     block_comments: list[tuple[int, int]] | None = None
 
     for match in _DIRECTIVE.finditer(text):
         dash = match.start()
-        line_start = text.rfind("\n", 0, dash) + 1
+        line_start = max(text.rfind("\n", 0, dash), text.rfind("\r", 0, dash)) + 1
         if text[line_start:dash].strip(" \t"):
             continue  # not a comment line: "--" after code, or inside a string
         rest = match["rest"]
         line, column = line_col(text, dash)
-        if first_line is None or line < first_line:
+        if dash < header_end:
             if block_comments is None:
-                block_comments = _block_comments(text, first_line)
+                block_comments = _block_comments(text, header_end)
             if any(start <= dash < end for start, end in block_comments):
                 continue  # commented out: /* -- asyncmig: no-transaction */
-        if first_line is not None and line >= first_line:
+        else:
             if starts is None:
-                starts = [s.line for s in statements]
-            index = bisect_right(starts, line) - 1
-            if index >= 0 and line <= statements[index].end_line:
+                starts = [s.offset for s in statements]
+            st = statements[bisect_right(starts, dash) - 1]
+            if dash < st.offset + len(st.text):
                 continue  # inside a statement: a comment in its text, or string content
             if rest.lstrip(" \t").startswith(":") or _NEAR_MISS.match(rest):
                 raise DirectiveError(
@@ -128,20 +135,16 @@ def parse_directives(text: str, statements: Sequence[Statement], path: Path) -> 
     )
 
 
-_HEADER_TOKEN = re.compile(r"--|/\*|\*/|\n")
+_HEADER_TOKEN = re.compile(r"--|/\*|\*/|[\n\r]")
 
 
-def _block_comments(text: str, first_line: int | None) -> list[tuple[int, int]]:
+def _block_comments(text: str, end: int) -> list[tuple[int, int]]:
     """Spans of ``/* … */`` comments (nested, as in PostgreSQL) in the header.
 
-    The header (the lines before the first statement) holds only whitespace and
-    comments, so no string can hide a ``/*`` there; an unclosed one runs to its end.
+    The header (the text before the first statement, ending at ``end``) holds only
+    whitespace and comments, so no string can hide a ``/*`` there; an unclosed one runs
+    to its end.
     """
-    end = len(text)
-    if first_line is not None:
-        end = 0
-        for _ in range(first_line - 1):
-            end = text.index("\n", end) + 1
     if text.find("/*", 0, end) == -1:
         return []
     spans: list[tuple[int, int]] = []
@@ -150,7 +153,7 @@ def _block_comments(text: str, first_line: int | None) -> list[tuple[int, int]]:
     for token in _HEADER_TOKEN.finditer(text, 0, end):
         kind = token[0]
         if in_line_comment:
-            in_line_comment = kind != "\n"
+            in_line_comment = kind not in ("\n", "\r")
         elif depth == 0:
             if kind == "--":
                 in_line_comment = True

@@ -52,7 +52,9 @@ Where asyncmig deliberately differs from psql
   which are skipped.
 * Lines are counted at ``\\n`` (so CRLF is one line break); a lone ``\\r`` ends a ``--``
   comment, as in psql, but does not start a new line for line numbers. A leading
-  U+FEFF (byte order mark) counts as whitespace.
+  U+FEFF (byte order mark) counts as whitespace. Line endings are never rewritten: a
+  statement's text (and COPY data) keeps the file's CRLF, as psql sends it, so a
+  literal spanning two lines holds ``\\r\\n``.
 
 Errors are :class:`~asyncmig.errors.SplitError` with the file, and the line and column
 of what is left open ("unterminated dollar quote $fn$ opened at 12:5").

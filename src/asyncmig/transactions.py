@@ -26,7 +26,7 @@ from .splitter import Statement
 __all__ = ["apply_transaction_rules"]
 
 
-_COMMENT = re.compile(r"--[^\n]*|/\*.*?\*/", re.S)
+_COMMENT = re.compile(r"--[^\n\r]*|/\*.*?\*/", re.S)  # "--" ends at CR or LF, as in psql
 _PLAIN_BEGIN = {("BEGIN",), ("BEGIN", "WORK"), ("BEGIN", "TRANSACTION"), ("START", "TRANSACTION")}
 _PLAIN_COMMIT = {
     (word, *rest) for word in ("COMMIT", "END") for rest in ((), ("WORK",), ("TRANSACTION",))
