@@ -6,7 +6,10 @@ Decisions:
   versions in the order they were created.
 * NAME is sanitised, never trusted as a path: separators and ``..`` are rejected;
   it is lowercased, spaces and dashes become underscores, a trailing ``.sql`` is
-  dropped, and what remains must be lowercase letters, digits and underscores.
+  dropped, and what remains must be lowercase letters, digits and underscores. This is
+  stricter than what the loader accepts (upper case and ``-`` too, for files written by
+  hand or by other tools): new files get one consistent style, and a name written with
+  dashes (``add-orders``) is not turned into a different-looking file than before.
 * Files are created exclusively: an existing file, or any file already using the same
   version, is an error, never overwritten.
 * The templates hold only comments (no ``BEGIN``/``COMMIT``): asyncmig owns the
