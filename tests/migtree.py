@@ -1,13 +1,26 @@
-"""Helpers for engine tests: build migration trees on disk, inspect a database."""
+"""Helpers for engine tests: build migration trees on disk, inspect a database, wait.
+
+One place for what several test files need: :func:`migrator` (alias ``m``), the shipped
+samples copied into a test's directory (:func:`samples`), the audit log's "each version
+applied exactly once" check (:func:`applied_once`), the catalog snapshot used for
+before/after equality (:func:`catalog_snapshot`), and :func:`wait_until` for polling a
+condition with a deadline instead of sleeping.
+"""
 
 from __future__ import annotations
 
+import re
+import shutil
 import textwrap
-from collections.abc import Mapping
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import anyio
 import asyncpg
+
+from asyncmig.migrator import Migrator
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -27,6 +40,21 @@ def write_tree(
     for name, text in (rollback or {}).items():
         (rb / name).write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
     return sql, rb
+
+
+def migrator(dsn: str, root: Path, **kw: Any) -> Migrator:
+    """A Migrator on ``root/sql`` and ``root/rollback``; ``kw`` are Config fields."""
+    return Migrator(dsn, sql_dir=root / "sql", rollback_dir=root / "rollback", **kw)
+
+
+m = migrator  # the short name several test files use
+
+
+def samples(root: Path) -> Path:
+    """Copy the shipped ``sql/`` and ``rollback/`` into ``root``; returns ``root``."""
+    shutil.copytree(REPO / "sql", root / "sql")
+    shutil.copytree(REPO / "rollback", root / "rollback")
+    return root
 
 
 async def fetch(dsn: str, query: str, *args: Any) -> list[asyncpg.Record]:
@@ -49,48 +77,92 @@ async def table_exists(dsn: str, name: str) -> bool:
     return bool(await fetchval(dsn, "SELECT to_regclass($1) IS NOT NULL", name))
 
 
+async def applied_once(dsn: str) -> list[int]:
+    """The versions the audit log shows applied; fails if any was applied more than once."""
+    rows = await fetch(
+        dsn, "SELECT version, count(*) AS n FROM _migrations_log WHERE action = 'apply' "
+        "GROUP BY version ORDER BY version"
+    )  # fmt: skip
+    counts = {int(r["version"]): int(r["n"]) for r in rows}
+    assert counts == dict.fromkeys(counts, 1), f"applied more than once: {counts}"
+    return list(counts)
+
+
+async def wait_until(
+    condition: Callable[[], Awaitable[object]], *, timeout: float = 10.0, what: str = ""
+) -> None:
+    """Poll ``condition`` until it returns something true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what or condition}")
+        await anyio.sleep(0.02)
+
+
+async def running_here(dsn: str, query_prefix: str) -> int:
+    """Backends of this test's database (not the whole server) running ``query_prefix…``."""
+    return int(
+        await fetchval(
+            dsn,
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND state = 'active' AND pid <> pg_backend_pid() AND starts_with(query, $1)",
+            query_prefix,
+        )
+    )
+
+
+async def advisory_locks_here(dsn: str) -> int:
+    """Advisory locks held in this test's database (other databases on the server ignored)."""
+    return int(
+        await fetchval(
+            dsn,
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database = "
+            "(SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+    )
+
+
+# asyncmig's own history tables (`_migrations`, `_migrations_log`, `_migration_locks`,
+# their indexes, sequences, row types and trigger) stay after a rollback, by design.
+_BOOKKEEPING = re.compile(r"(?:^|[.\s])_{1,2}migration")
+_SYSTEM = "n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'"
+_SNAPSHOT_QUERIES = {
+    "schemas": f"SELECT n.nspname || ' ' || coalesce(n.nspacl::text, '') FROM pg_namespace n "
+    f"WHERE {_SYSTEM}",
+    "relations": f"SELECT n.nspname || '.' || c.relname || ' ' || c.relkind::text FROM pg_class c "
+    f"JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {_SYSTEM}",
+    "types": f"SELECT n.nspname || '.' || t.typname FROM pg_type t "
+    f"JOIN pg_namespace n ON n.oid = t.typnamespace WHERE {_SYSTEM}",
+    "functions": "SELECT n.nspname || '.' || p.proname || '(' "
+    "|| pg_get_function_identity_arguments(p.oid) || ')' FROM pg_proc p "
+    f"JOIN pg_namespace n ON n.oid = p.pronamespace WHERE {_SYSTEM}",
+    "indexes": "SELECT indexdef FROM pg_indexes n "
+    "WHERE n.schemaname !~ '^pg_' AND n.schemaname <> 'information_schema'",
+    "policies": "SELECT p.polrelid::regclass::text || ' ' || p.polname FROM pg_policy p",
+    "triggers": "SELECT t.tgrelid::regclass::text || ' ' || t.tgname FROM pg_trigger t "
+    "WHERE NOT t.tgisinternal",
+    "extensions": "SELECT extname FROM pg_extension",
+    "event_triggers": "SELECT evtname FROM pg_event_trigger",
+}
+
+
 async def catalog_snapshot(dsn: str, exclude_history: bool = True) -> dict[str, list[str]]:
-    """Every user-visible object (schemas, relations, functions, policies, triggers)."""
-    skip = ("_migrations", "_migrations_log", "_migration_locks") if exclude_history else ()
+    """Everything a migration can leave behind, as sorted text, for before/after equality.
+
+    Schemas with their privileges, relations with their kind, types, functions with
+    their arguments, index definitions, policies, triggers, extensions and event
+    triggers. asyncmig's own history objects are left out unless ``exclude_history`` is
+    false.
+    """
     conn = await asyncpg.connect(dsn)
     try:
-        snap: dict[str, list[str]] = {}
-        snap["schemas"] = sorted(
-            r[0]
-            for r in await conn.fetch(
-                "SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%' "
-                "AND nspname <> 'information_schema'"
+        return {
+            kind: sorted(
+                r[0]
+                for r in await conn.fetch(query)
+                if not (exclude_history and _BOOKKEEPING.search(r[0]))
             )
-        )
-        rels = await conn.fetch(
-            "SELECT n.nspname || '.' || c.relname AS name, c.relkind::text AS kind "
-            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'"
-        )
-        snap["relations"] = sorted(
-            f"{r['kind']}:{r['name']}"
-            for r in rels
-            if not any(r["name"].split(".", 1)[1].startswith(s) for s in skip)
-        )
-        snap["functions"] = sorted(
-            r[0]
-            for r in await conn.fetch(
-                "SELECT p.oid::regprocedure::text FROM pg_proc p "
-                "JOIN pg_namespace n ON n.oid = p.pronamespace "
-                "WHERE n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema' "
-                "AND p.proname <> '_migrations_log_append_only'"
-            )
-        )
-        snap["policies"] = sorted(
-            r[0] for r in await conn.fetch("SELECT tablename || '.' || policyname FROM pg_policies")
-        )
-        snap["triggers"] = sorted(
-            r[0]
-            for r in await conn.fetch(
-                "SELECT tgrelid::regclass::text || '.' || tgname FROM pg_trigger "
-                "WHERE NOT tgisinternal AND tgname <> '_migrations_log_append_only'"
-            )
-        )
-        return snap
+            for kind, query in _SNAPSHOT_QUERIES.items()
+        }
     finally:
         await conn.close()

@@ -8,7 +8,6 @@ are accurate, and recovery after an error needs no repair.
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -16,21 +15,15 @@ import anyio
 import pytest
 
 import asyncmig
-from asyncmig.migrator import Migrator
 
-from .migtree import REPO, fetch, fetchval, table_exists
+from .migtree import applied_once, fetch, fetchval, m, samples, table_exists
 
 pytestmark = pytest.mark.anyio
 
 
-def samples(tmp_path: Path) -> Path:
-    shutil.copytree(REPO / "sql", tmp_path / "sql")
-    shutil.copytree(REPO / "rollback", tmp_path / "rollback")
-    return tmp_path
-
-
-def m(dsn: str, root: Path, **kw: object) -> Migrator:
-    return Migrator(dsn, sql_dir=root / "sql", rollback_dir=root / "rollback", **kw)
+def after_samples(root: Path) -> int:
+    """A version newer than every shipped sample (the samples grow over time)."""
+    return max(int(p.name.split("_")[0]) for p in (root / "sql").glob("*.sql")) + 1
 
 
 async def test_concurrent_runs_are_prevented(dsn: str, tmp_path: Path) -> None:
@@ -48,9 +41,7 @@ async def test_concurrent_runs_are_prevented(dsn: str, tmp_path: Path) -> None:
     applied = sorted(v for r in reports for v in r.versions)
     on_disk = sorted(int(p.name.split("_")[0]) for p in (root / "sql").glob("*.sql"))
     assert applied == on_disk
-    rows = await fetch(dsn, "SELECT version, count(*) AS n FROM _migrations_log "
-                            "WHERE action = 'apply' GROUP BY version")  # fmt: skip
-    assert {int(r["version"]): r["n"] for r in rows} == dict.fromkeys(on_disk, 1)
+    assert await applied_once(dsn) == on_disk
     assert sum(1 for r in reports if r.took_lock and r.versions) == 1
 
 
@@ -81,7 +72,8 @@ async def test_tampering_is_detected_by_validate_and_refused_by_migrate(
     assert not report.ok
     [issue] = report.errors
     assert issue.code == "checksum_mismatch" and issue.version == 1
-    (root / "sql" / "003_more.sql").write_text("CREATE TABLE more_things (id int);\n")
+    more = root / "sql" / f"{after_samples(root):03d}_more.sql"
+    more.write_text("CREATE TABLE more_things (id int);\n")
     with pytest.raises(asyncmig.ChecksumMismatchError) as info:
         await m(dsn, root).migrate()
     assert info.value.version == 1 and "001_create_users_table.sql" in str(info.value)
@@ -91,14 +83,15 @@ async def test_tampering_is_detected_by_validate_and_refused_by_migrate(
 async def test_recorded_execution_times_are_accurate(dsn: str, tmp_path: Path) -> None:
     """実行時間の記録が正確であること: within the measured wall time, and not rounded away."""
     root = samples(tmp_path)
-    (root / "sql" / "003_slow.sql").write_text("SELECT pg_sleep(0.4);\n")
+    slow = after_samples(root)
+    (root / "sql" / f"{slow:03d}_slow.sql").write_text("SELECT pg_sleep(0.4);\n")
     t0 = time.perf_counter()
     report = await m(dsn, root).migrate()
     wall_ms = (time.perf_counter() - t0) * 1000
     rows = await fetch(dsn, "SELECT version, execution_time_ms FROM _migrations ORDER BY 1")
     recorded = {int(r["version"]): r["execution_time_ms"] for r in rows}
     assert sum(recorded.values()) <= wall_ms
-    assert 400 <= recorded[3] <= 400 + 1000
+    assert 400 <= recorded[slow] <= 400 + 1000
     for applied in report.applied:
         assert abs(applied.duration_ms - recorded[applied.version]) <= 50
 
@@ -106,15 +99,17 @@ async def test_recorded_execution_times_are_accurate(dsn: str, tmp_path: Path) -
 async def test_recovery_after_an_error_needs_no_repair(dsn: str, tmp_path: Path) -> None:
     """エラー時のリカバリーが適切に行われること: fix the file, run again."""
     root = samples(tmp_path)
-    bad = root / "sql" / "003_orders.sql"
+    shipped = sorted(int(p.name.split("_")[0]) for p in (root / "sql").glob("*.sql"))
+    new = after_samples(root)
+    bad = root / "sql" / f"{new:03d}_orders.sql"
     broken = "CREATE TABLE orders (id int, total numeric DEFAULT no_such_fn());\n"
     bad.write_text(broken)
     with pytest.raises(asyncmig.MigrationError) as info:
         await m(dsn, root).migrate()
-    assert info.value.version == 3 and info.value.applied == [0, 1, 2]
+    assert info.value.version == new and info.value.applied == shipped
     assert (info.value.line, info.value.column) == (1, broken.index("no_such_fn") + 1)
     bad.write_text(broken.replace("no_such_fn()", "0"))
-    assert (await m(dsn, root).migrate()).versions == (3,)
-    actions = [r["action"] for r in await fetch(dsn, "SELECT action FROM _migrations_log "
-                                                     "WHERE version = 3 ORDER BY id")]  # fmt: skip
+    assert (await m(dsn, root).migrate()).versions == (new,)
+    log = await fetch(dsn, "SELECT action FROM _migrations_log WHERE version = $1 ORDER BY id", new)
+    actions = [r["action"] for r in log]
     assert actions == ["fail", "apply"]

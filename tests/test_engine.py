@@ -23,9 +23,19 @@ from asyncmig.events import (
     StatementPlanned,
     StatementStarted,
 )
-from asyncmig.migrator import Migrator
 
-from .migtree import REPO, catalog_snapshot, fetch, fetchval, table_exists, write_tree
+from .migtree import (
+    REPO,
+    advisory_locks_here,
+    catalog_snapshot,
+    fetch,
+    fetchval,
+    migrator,
+    running_here,
+    table_exists,
+    wait_until,
+    write_tree,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -44,10 +54,6 @@ TWO_RB = {
     "001_people_rollback.sql": "DROP TABLE people;\n",
     "002_pets_rollback.sql": "DROP TABLE pets;\n",
 }
-
-
-def migrator(dsn: str, root: Path, **kw: object) -> Migrator:
-    return Migrator(dsn, sql_dir=root / "sql", rollback_dir=root / "rollback", **kw)
 
 
 async def test_apply_records_history_and_events(dsn: str, tmp_path: Path) -> None:
@@ -90,6 +96,9 @@ async def test_nothing_pending_returns_without_lock(dsn: str, tmp_path: Path) ->
 async def test_failing_second_statement_leaves_nothing_and_is_recorded(
     dsn: str, tmp_path: Path
 ) -> None:
+    """The failing statement's SQLSTATE, line and statement are in the error, in the
+    ``_migrations`` row and in the ``fail`` row of ``_migrations_log``; nothing of the
+    migration stays; the fixed file applies on the next run."""
     write_tree(tmp_path, {
         "001_bad.sql": """
             CREATE TABLE first_one (id int);
@@ -110,8 +119,12 @@ async def test_failing_second_statement_leaves_nothing_and_is_recorded(
     assert row["status"] == "failed" and row["error_sqlstate"] == "42P01"
     assert row["error_line"] == 3 and row["error_statement"] == 3
     assert "no_such_table" in row["error_message"]
-    log = await fetch(dsn, "SELECT action, detail FROM _migrations_log")
-    assert [r["action"] for r in log] == ["fail"]
+    log = await fetch(
+        dsn, "SELECT action, version, detail->>'sqlstate' AS sqlstate, "
+        "(detail->>'statement')::int AS statement, (detail->>'line')::int AS line "
+        "FROM _migrations_log"
+    )  # fmt: skip
+    assert [tuple(r) for r in log] == [("fail", 1, "42P01", 3, 3)]
     failed = [e for e in events if isinstance(e, MigrationFailed)]
     assert failed and failed[0].error["sqlstate"] == "42P01" and failed[0].error["line"] == 3
     # fix the file: the next run applies it, no dirty state to repair
@@ -230,8 +243,7 @@ async def test_missing_file_refused(dsn: str, tmp_path: Path) -> None:
 
 async def test_duplicate_versions_refused_before_connecting(tmp_path: Path) -> None:
     write_tree(tmp_path, {"001_a.sql": "SELECT 1;\n", "1_b.sql": "SELECT 2;\n"})
-    m = Migrator("postgresql://nobody@127.0.0.1:1/none", sql_dir=tmp_path / "sql",
-                 rollback_dir=tmp_path / "rollback")  # fmt: skip
+    m = migrator("postgresql://nobody@127.0.0.1:1/none", tmp_path)
     with pytest.raises(asyncmig.DuplicateVersionError):
         await m.migrate()
 
@@ -276,11 +288,8 @@ async def test_migration_deadline_cancels_statement(dsn: str, tmp_path: Path) ->
     assert info.value.statement_index == 2
     assert not await table_exists(dsn, "s")
     assert await fetchval(dsn, "SELECT status FROM _migrations") == "failed"
-    # the server is not still running the statement
-    running = await fetchval(
-        dsn, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(30)%'"
-    )
-    assert running == 0
+    # the server is not still running the statement (this database's backends only)
+    assert await running_here(dsn, "SELECT pg_sleep(30)") == 0
 
 
 async def test_timeout_directives_apply_locally(dsn: str, tmp_path: Path) -> None:
@@ -362,15 +371,16 @@ async def test_cancellation_rolls_back_records_and_releases(dsn: str, tmp_path: 
 
         tg.start_soon(run)
         await started.wait()
-        await anyio.sleep(0.3)
+        await wait_until(  # the statement is running on the server, not just sent
+            lambda: running_here(dsn, "SELECT pg_sleep(60)"), what="pg_sleep(60) to run"
+        )
         t0 = anyio.current_time()
         tg.cancel_scope.cancel()
     assert cancelled
     assert anyio.current_time() - t0 < 5
     assert not await table_exists(dsn, "c")
     assert await fetchval(dsn, "SELECT status FROM _migrations") == "failed"
-    held = await fetchval(dsn, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
-    assert held == 0
+    assert await advisory_locks_here(dsn) == 0
     # and the next run applies it (after fixing the sleep)
     (tmp_path / "sql" / "001_slow.sql").write_text("CREATE TABLE c (id int);\n")
     assert (await migrator(dsn, tmp_path).migrate()).versions == (1,)

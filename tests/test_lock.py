@@ -6,6 +6,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,10 +18,16 @@ import asyncpg
 import pytest
 
 import asyncmig
-from asyncmig.events import Event, LockWaiting, StatementStarted
-from asyncmig.migrator import Migrator
+from asyncmig.events import (
+    Event,
+    LockAcquired,
+    LockWaiting,
+    MigrationFinished,
+    StatementFinished,
+    StatementStarted,
+)
 
-from .migtree import REPO, fetch, fetchval, table_exists, write_tree
+from .migtree import REPO, applied_once, fetch, fetchval, m, table_exists, wait_until, write_tree
 
 pytestmark = pytest.mark.anyio
 
@@ -36,23 +43,17 @@ def tree(n: int, sleep: float = 0.0) -> dict[str, str]:
     return out
 
 
-def m(dsn: str, root: Path, **kw: object) -> Migrator:
-    return Migrator(dsn, sql_dir=root / "sql", rollback_dir=root / "rollback", **kw)
-
-
 async def assert_each_applied_once(dsn: str, n: int) -> None:
-    rows = await fetch(
-        dsn, "SELECT version, count(*) AS c FROM _migrations_log WHERE action = 'apply' "
-        "GROUP BY version ORDER BY version"
-    )  # fmt: skip
-    assert [(int(r["version"]), r["c"]) for r in rows] == [(i, 1) for i in range(1, n + 1)]
+    assert await applied_once(dsn) == list(range(1, n + 1))
     assert await fetchval(dsn, "SELECT count(*) FROM _migrations WHERE status = 'completed'") == n
 
 
 def spawn(dsn: str, root: Path, *opts: str) -> subprocess.Popen[str]:
+    """A worker process (tests/worker.py); with ``--gate`` among ``opts`` it waits on stdin."""
     return subprocess.Popen(
         [sys.executable, "-m", "tests.worker", dsn, str(root), *opts],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE if "--gate" in opts else subprocess.DEVNULL,
     )  # fmt: skip
 
 
@@ -88,17 +89,46 @@ async def test_twenty_migrators_in_one_process(dsn: str, tmp_path: Path) -> None
 
 
 async def test_eight_processes_started_together(dsn: str, tmp_path: Path) -> None:
-    write_tree(tmp_path, tree(5, sleep=0.1))
-    procs = [spawn(dsn, tmp_path, "lock_timeout=60") for _ in range(8)]
-    outs = [p.communicate(timeout=120) for p in procs]
+    """Eight worker processes released at one moment contend for the lock: exactly one
+    applies everything, every other one first waits on that one's backend, and the audit
+    log shows each version applied once."""
+    write_tree(tmp_path, tree(5, sleep=0.3))
+    procs = [spawn(dsn, tmp_path, "--gate", "lock_timeout=60") for _ in range(8)]
+    try:
+        for p in procs:  # every process has imported asyncmig and waits at the gate
+            assert p.stdout is not None and '"ready"' in p.stdout.readline()
+        for p in procs:
+            assert p.stdin is not None
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        outs = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate(timeout=10)
     for p, (out, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, (out, err)
-    applied = [v for out, _ in outs for v in last_json(out).get("applied", [])]  # type: ignore[union-attr]
-    assert sorted(applied) == [1, 2, 3, 4, 5]
+    runs = [[json.loads(ln) for ln in out.splitlines() if ln.startswith("{")] for out, _ in outs]
+    appliers = [r for r in runs if r[-1]["applied"]]
+    assert len(appliers) == 1, [r[-1] for r in runs]
+    assert appliers[0][-1]["applied"] == [1, 2, 3, 4, 5]
+    (holder_backend,) = [e["backend_pid"] for e in appliers[0] if e["event"] == "lock_acquired"]
+    for run in runs:
+        if run is appliers[0]:
+            continue
+        waits = [e["holder"] or {} for e in run if e["event"] == "lock_waiting"]
+        seen = [e["event"] for e in run]
+        assert holder_backend in [h.get("backend_pid") for h in waits], f"no wait: {seen}"
+        assert run[-1]["applied"] == []
     await assert_each_applied_once(dsn, 5)
 
 
 async def test_concurrent_index_holder_with_four_waiters(dsn: str, tmp_path: Path) -> None:
+    """Five runners at once, the leader building an index CONCURRENTLY: the four others
+    poll for the lock from before the CREATE INDEX starts until after it finished (their
+    polling holds no transaction the build would wait for), then find nothing to do; the
+    index is valid and each version is applied once."""
     write_tree(tmp_path, {
         "001_data.sql": "CREATE TABLE big (id int, v text);\n"
         "INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, 20000) g;\n",
@@ -107,23 +137,54 @@ async def test_concurrent_index_holder_with_four_waiters(dsn: str, tmp_path: Pat
         "003_after.sql": "CREATE TABLE after_cic (id int);\n",
     })  # fmt: skip
     await m(dsn, tmp_path).migrate(steps=1)
-    reports: list[asyncmig.MigrateReport] = []
+    seen: list[list[tuple[float, Event]]] = [[] for _ in range(5)]
+    reports: list[asyncmig.MigrateReport | None] = [None] * 5
 
-    async def one() -> None:
-        reports.append(await m(dsn, tmp_path, lock_timeout=60).migrate())
+    async def one(i: int) -> None:
+        def on_event(e: Event) -> None:
+            seen[i].append((time.monotonic(), e))
+
+        reports[i] = await m(dsn, tmp_path, lock_timeout=60).migrate(on_event=on_event)
 
     with anyio.fail_after(60):
         async with anyio.create_task_group() as tg:
-            for _ in range(5):
-                tg.start_soon(one)
-    assert sorted(v for r in reports for v in r.versions) == [2, 3]
+            for i in range(5):
+                tg.start_soon(one, i)
+    done = [r for r in reports if r is not None]
+    assert len(done) == 5 and sorted(v for r in done for v in r.versions) == [2, 3]
+    (leader,) = [i for i, r in enumerate(done) if r.versions]
+    assert done[leader].versions == (2, 3)
+    cic = [
+        (t, type(e))
+        for t, e in seen[leader]
+        if isinstance(e, StatementStarted | StatementFinished) and (e.version, e.index) == (2, 2)
+    ]
+    cic_started = next(t for t, kind in cic if kind is StatementStarted)
+    cic_finished = next(t for t, kind in cic if kind is StatementFinished)
+    leader_backend = next(e.backend_pid for _, e in seen[leader] if isinstance(e, LockAcquired))
+    for i, events in enumerate(seen):
+        if i == leader:
+            continue
+        waits = [(t, e) for t, e in events if isinstance(e, LockWaiting)]
+        acquired = [(t, e) for t, e in events if isinstance(e, LockAcquired)]
+        assert waits and acquired, f"runner {i} did not wait: {[e.name for _, e in events]}"
+        assert waits[0][1].holder is not None
+        assert waits[0][1].holder.backend_pid == leader_backend
+        assert waits[0][0] < cic_started  # waiting before the build began ...
+        assert acquired[0][0] > cic_finished  # ... and got the lock only after it ended
+        assert acquired[0][1].waited_s > 0 and done[i].lock_waited_s > 0
+        assert done[i].took_lock and done[i].versions == ()
+        assert not any(isinstance(e, MigrationFinished) for _, e in events)
     valid = await fetchval(
         dsn, "SELECT indisvalid FROM pg_index WHERE indexrelid = 'big_v_idx'::regclass"
     )
     assert valid is True
+    assert await applied_once(dsn) == [1, 2, 3]
 
 
 async def test_lock_timeout_names_the_holder(dsn: str, tmp_path: Path) -> None:
+    """A run that times out waiting says who holds the lock: host, pid and backend pid in
+    the message, and the holder's running version in its LockWaiting events."""
     write_tree(tmp_path, {"001_slow.sql": "SELECT pg_sleep(4);\n"})
     started = anyio.Event()
 
@@ -135,7 +196,10 @@ async def test_lock_timeout_names_the_holder(dsn: str, tmp_path: Path) -> None:
     async with anyio.create_task_group() as tg:
         tg.start_soon(lambda: m(dsn, tmp_path).migrate(on_event=on_event))
         await started.wait()
-        await anyio.sleep(0.5)  # the heartbeat publishes the running version within 0.25 s
+        await wait_until(  # the heartbeat has published the running version
+            lambda: fetchval(dsn, "SELECT version = 1 FROM _migration_locks WHERE id = 1"),
+            what="the holder's version in _migration_locks",
+        )
         t0 = time.monotonic()
         with pytest.raises(asyncmig.LockTimeoutError) as info:
             await m(dsn, tmp_path, lock_timeout=1.0).migrate(
@@ -144,8 +208,9 @@ async def test_lock_timeout_names_the_holder(dsn: str, tmp_path: Path) -> None:
         assert time.monotonic() - t0 < 3
     err = info.value
     assert err.holder is not None and err.holder.pid == os.getpid()
-    assert err.holder.host and err.holder.backend_pid
+    assert err.holder.host == socket.gethostname() and err.holder.backend_pid
     text = str(err)
+    assert f"host {socket.gethostname()} " in text
     assert f"pid {os.getpid()}" in text and f"backend pid {err.holder.backend_pid}" in text
     assert waits and waits[0].holder is not None and waits[0].holder.version == 1
 
@@ -162,9 +227,10 @@ async def test_lock_lost_stops_the_holder(dsn: str, tmp_path: Path) -> None:
 
         async def killer() -> None:
             await started.wait()
-            await fetch(
-                dsn, "SELECT pg_terminate_backend(pid) FROM pg_locks "
-                "WHERE locktype = 'advisory' AND granted"
+            await fetch(  # only this test database's lock holder, never the whole server's
+                dsn, "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
+                "AND granted AND database = (SELECT oid FROM pg_database "
+                "WHERE datname = current_database())"
             )  # fmt: skip
 
         tg.start_soon(killer)
@@ -230,9 +296,16 @@ async def test_kill_9_at_random_moments_never_leaves_half_a_migration(
     mid_run = 0
     for _ in range(20):
         proc = spawn(dsn, tmp_path, "lock_timeout=30")
-        await anyio.sleep(rng.uniform(0.4, 1.0))
+        assert proc.stdout is not None
+        head = ""
+        for line in proc.stdout:  # the kill moment is measured from the first statement
+            head += line
+            if '"statement_started"' in line:
+                break
+        await anyio.sleep(rng.uniform(0.0, 0.5))  # the random moment itself, not a wait
         proc.kill()
         out, _err = proc.communicate(timeout=10)
+        out = head + out
         if '"migration_started"' in out and '"run_finished"' not in out:
             mid_run += 1
         await _check_all_or_nothing(dsn, n)
