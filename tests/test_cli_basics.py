@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -211,10 +212,14 @@ def test_dump_command_keeps_password_out_of_argv(tmp_path: Path) -> None:
 def test_missing_tools_are_a_clear_config_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with pytest.raises(ConfigError, match="pg_dump not found on PATH"):
-        find_tool("pg_dump", {"PATH": str(tmp_path)})
-    with pytest.raises(ConfigError, match="ASYNCMIG_PG_BINDIR"):
-        find_tool("psql", {"ASYNCMIG_PG_BINDIR": str(tmp_path)})
+    """With no pg_dump/psql in ASYNCMIG_PG_BINDIR, on PATH or in the usual install
+    directories, dump and restore stop with exit 2 and say where they looked, before
+    connecting anywhere."""
+    with pytest.raises(ConfigError, match=r"pg_dump not found \(looked in PATH and the usual"):
+        find_tool("pg_dump", {"PATH": str(tmp_path)}, known=[])
+    with pytest.raises(ConfigError, match="looked in ASYNCMIG_PG_BINDIR, PATH"):
+        find_tool("psql", {"ASYNCMIG_PG_BINDIR": str(tmp_path)}, known=[])
+    monkeypatch.setattr("asyncmig.pgtools.known_bindirs", lambda: [])
     monkeypatch.setenv("PATH", str(tmp_path))
     url = "postgresql://u@127.0.0.1:9/db"
     assert run(["--database-url", url, "dump"]) == 2
@@ -254,11 +259,15 @@ def test_json_env_var_switches_usage_errors_to_json(
 
 
 INTERRUPT_SCRIPT = """
-import os, signal, sys, threading, time
+import signal, sys, time
 import anyio
 from asyncmig.cli.invoke import Interrupted, run_cancellable
 
 async def work():
+    # ready once run_cancellable's signal watcher has installed its handler
+    while signal.getsignal(signal.{sig}) in (signal.SIG_DFL, signal.default_int_handler):
+        await anyio.sleep(0)
+    print("working", flush=True)
     try:
         await anyio.sleep(30)
     finally:
@@ -266,7 +275,6 @@ async def work():
             await anyio.sleep(0.2)  # shielded clean-up still runs to the end
             print("cleaned up", flush=True)
 
-threading.Timer(0.3, os.kill, (os.getpid(), signal.{sig})).start()
 t0 = time.monotonic()
 try:
     run_cancellable(work)
@@ -275,15 +283,32 @@ except Interrupted as exc:
 """
 
 
+def interrupt(script: str, sig: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    """Run ``script``; once it prints "working", send it ``sig``. Returns the result and the
+    seconds from the signal to its exit."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script.replace("{sig}", sig)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert first == "working\n", (first, proc.stderr.read() if proc.stderr else "")
+        t0 = time.monotonic()
+        proc.send_signal(getattr(signal, sig))
+        out, err = proc.communicate(timeout=20)
+        elapsed = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), elapsed
+
+
 @pytest.mark.parametrize(("sig", "code"), [("SIGTERM", 143), ("SIGINT", 130)])
 def test_signal_cancels_the_call_and_lets_shielded_cleanup_finish(sig: str, code: int) -> None:
-    out = subprocess.run(
-        [sys.executable, "-c", INTERRUPT_SCRIPT.replace("{sig}", sig)],
-        capture_output=True,
-        text=True,
-        timeout=20,
-        check=True,
-    )
+    out, _elapsed = interrupt(INTERRUPT_SCRIPT, sig)
+    assert out.returncode == 0, out.stderr
     cleaned, interrupted = out.stdout.splitlines()
     assert cleaned == "cleaned up"
     word, exit_code, seconds = interrupted.split()
@@ -292,13 +317,8 @@ def test_signal_cancels_the_call_and_lets_shielded_cleanup_finish(sig: str, code
 
 
 def test_cleanup_that_hangs_is_cut_short(tmp_path: Path) -> None:
-    script = INTERRUPT_SCRIPT.replace("{sig}", "SIGTERM").replace(
-        "await anyio.sleep(0.2)", "await anyio.sleep(60)"
-    )
-    t0 = time.monotonic()
-    out = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=20, check=False
-    )
+    script = INTERRUPT_SCRIPT.replace("await anyio.sleep(0.2)", "await anyio.sleep(60)")
+    out, elapsed = interrupt(script, "SIGTERM")
     assert out.returncode == 143
-    assert time.monotonic() - t0 < 7
+    assert elapsed < 7
     assert "cleanup did not finish" in out.stderr

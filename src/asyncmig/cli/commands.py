@@ -191,12 +191,12 @@ def dump(file: Path | None = None, /, *, schema_only: bool = False, ctx: Ctx) ->
     schema_only
         Dump the schema without data.
     """
-    from ..pgtools import default_dump_name, dump_command, execute
+    from ..pgtools import default_dump_name, run_dump
     from .invoke import run_cancellable
 
     output = file or Path(default_dump_name())
-    run = dump_command(ctx.require_dsn(), output, schema_only=schema_only)
-    run_cancellable(lambda: execute(run))
+    dsn = ctx.require_dsn()
+    run_cancellable(lambda: run_dump(dsn, output, schema_only=schema_only))
     ctx.renderer.result("dumped", f"wrote {output}", file=str(output))
     return 0
 
@@ -212,12 +212,12 @@ def restore(file: Path, /, *, yes: Yes = False, ctx: Ctx) -> int:
     yes
         Confirm a restore in a protected environment.
     """
-    from ..pgtools import execute, restore_command
+    from ..pgtools import run_restore
     from .invoke import run_cancellable
 
     ctx.refuse_if_protected(yes, "restore")
-    run = restore_command(ctx.require_dsn(), file)
-    run_cancellable(lambda: execute(run))
+    dsn = ctx.require_dsn()
+    run_cancellable(lambda: run_restore(dsn, file))
     ctx.renderer.result("restored", f"restored {file}", file=str(file))
     return 0
 
