@@ -72,6 +72,7 @@ _EXPORTS: dict[str, str] = {
     "ConnectionPoolingError": "errors",
     "MigrationError": "errors",
     "MigrationTimeoutError": "errors",
+    "CommitUncertainError": "errors",
     "RollbackFailedError": "errors",
     "RollbackUnavailableError": "errors",
 }
@@ -84,6 +85,7 @@ if TYPE_CHECKING:
         AmbiguousRollbackError,
         AsyncmigError,
         ChecksumMismatchError,
+        CommitUncertainError,
         ConfigError,
         ConnectionPoolingError,
         DatabaseUnreachableError,

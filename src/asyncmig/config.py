@@ -27,7 +27,7 @@ class Config:
     lock_timeout: float = 300.0
     stale_after: float = 30.0
     heartbeat_interval: float = 5.0
-    migration_timeout: float = 300.0
+    migration_timeout: float = 0.0
     connect_timeout: float = 10.0
     wait_for_db: float = 0.0
     application_name: str = "asyncmig"

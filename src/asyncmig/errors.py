@@ -29,6 +29,7 @@ leaked, and kept as ``__cause__``::
     ├── ConnectionPoolingError             2  not a direct connection (PgBouncer)
     ├── MigrationError                     1  a statement failed; migration rolled back
     │   ├── MigrationTimeoutError             the migration's deadline passed
+    │   ├── CommitUncertainError              COMMIT sent, its outcome unknowable now
     │   └── RollbackFailedError               a rollback file failed
     └── RollbackUnavailableError           1  no rollback file and no stored SQL
 """
@@ -325,6 +326,12 @@ class MigrationError(AsyncmigError):
 
 class MigrationTimeoutError(MigrationError):
     """The migration's deadline passed; its running statement was cancelled."""
+
+
+class CommitUncertainError(MigrationError):
+    """The COMMIT was sent but neither its answer nor the server's record of the
+    transaction could be read (the server is unreachable). Nothing was recorded as
+    failed: history, read once the server is back, tells whether it committed."""
 
 
 class RollbackFailedError(MigrationError):

@@ -32,6 +32,7 @@ import asyncpg
 
 from .connection import Conn
 from .errors import LockHolder
+from .session import OWN_IDENTITY
 
 __all__ = [
     "LAYOUT_VERSION",
@@ -294,6 +295,7 @@ WITH up AS (
 )
 INSERT INTO {self.t_log} (action, version, filename, checksum, duration_ms, host, pid)
 SELECT 'apply', version, $2, $3, $4, $9, $10 FROM up
+RETURNING pg_current_xact_id()::text
 """
 
     async def record_completed(
@@ -308,8 +310,9 @@ SELECT 'apply', version, $2, $3, $4, $9, $10 FROM up
         rollback_checksum: str | None,
         statements: int,
         transactional: bool,
-    ) -> None:
-        await conn.execute(
+    ) -> str | None:
+        """Returns the writing transaction's id, to settle an unanswered COMMIT."""
+        xid = await conn.fetchval(
             self.completed_sql(),
             version,
             filename,
@@ -322,6 +325,7 @@ SELECT 'apply', version, $2, $3, $4, $9, $10 FROM up
             HOSTNAME,
             os.getpid(),
         )
+        return str(xid) if xid is not None else None
 
     async def record_running(
         self,
@@ -361,11 +365,13 @@ ON CONFLICT (version) DO UPDATE SET filename = EXCLUDED.filename,
             os.getpid(),
         )
 
-    async def record_progress(self, conn: Conn, version: int, statements_done: int) -> None:
-        await conn.execute(
-            f"UPDATE {self.t_migrations} SET statements_done = $2 WHERE version = $1",
-            version,
-            statements_done,
+    def progress_commit_sql(self, version: int, statements_done: int) -> str:
+        """Advance a no-transaction migration's resume point and COMMIT the statement
+        that got it there, as the connecting user: one message, so the statement and its
+        resume point commit together. Both values are integers (``int()`` enforced)."""
+        return (
+            f"{OWN_IDENTITY};UPDATE {self.t_migrations} SET statements_done = "
+            f"{int(statements_done)} WHERE version = {int(version)};COMMIT"
         )
 
     async def record_failure(
@@ -411,11 +417,14 @@ VALUES ($1, $2, $3, 'failed', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
 ON CONFLICT (version) DO UPDATE SET filename = EXCLUDED.filename,
     checksum = EXCLUDED.checksum, status = 'failed', executed_at = now(),
     executed_by = current_user, execution_time_ms = EXCLUDED.execution_time_ms,
-    statements_total = EXCLUDED.statements_total, statements_done = EXCLUDED.statements_done,
+    statements_total = EXCLUDED.statements_total,
+    statements_done = CASE WHEN m.status = 'running' AND NOT EXCLUDED.transactional
+        THEN m.statements_done ELSE EXCLUDED.statements_done END,
     transactional = EXCLUDED.transactional, error_message = EXCLUDED.error_message,
     error_sqlstate = EXCLUDED.error_sqlstate, error_statement = EXCLUDED.error_statement,
     error_line = EXCLUDED.error_line, error_column = EXCLUDED.error_column,
     host = EXCLUDED.host, pid = EXCLUDED.pid
+WHERE m.status <> 'completed'
 """,
                     version,
                     filename,
@@ -456,16 +465,16 @@ ON CONFLICT (version) DO UPDATE SET filename = EXCLUDED.filename,
 
     async def record_rolled_back_many(
         self, conn: Conn, items: Sequence[tuple[int, str, str | None, int]]
-    ) -> None:
+    ) -> str | None:
         """Mark versions ``rolled_back`` and log each, in one statement (one round trip).
 
         ``items``: (version, filename, checksum, duration ms), in the order undone. Runs
         inside the rollback group's transaction, so it commits or vanishes with it.
         """
         if not items:
-            return
+            return None
         versions, filenames, checksums, durations = (list(col) for col in zip(*items, strict=True))
-        await conn.execute(
+        xid = await conn.fetchval(
             f"""
 WITH r AS (
     SELECT * FROM unnest($1::numeric[], $2::text[], $3::text[], $4::integer[])
@@ -479,6 +488,7 @@ INSERT INTO {self.t_log} (action, version, filename, checksum, duration_ms, host
 SELECT 'rollback', r.version, r.filename, r.checksum, r.duration_ms, $5, $6
 FROM r JOIN up ON up.version = r.version
 ORDER BY r.ord
+RETURNING pg_current_xact_id()::text
 """,
             versions,
             filenames,
@@ -487,6 +497,7 @@ ORDER BY r.ord
             HOSTNAME,
             os.getpid(),
         )
+        return str(xid) if xid is not None else None
 
     async def log(
         self,

@@ -173,6 +173,13 @@ class Migrator:
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
             conn.terminate()
 
+    def _runner(self, conn: Conn, emit: Emitter, progress: Progress) -> Runner:
+        return Runner(
+            conn, self.history, emit, progress,
+            migration_timeout=self.config.migration_timeout,
+            fresh=lambda: self._connection("settle"),
+        )  # fmt: skip
+
     def _load(self, lazy: bool = False) -> MigrationSet:
         return load_migrations(self.config.sql_dir, self.config.rollback_dir, lazy=lazy)
 
@@ -251,6 +258,7 @@ class Migrator:
         on_event: EventCallback | None = None,
     ) -> MigrateReport:
         """Apply pending migrations. Returns at once, without the lock, if none are."""
+        _check_steps(steps)
         t_start = time.perf_counter()
         emit = self._emitter(on_event)
         async with self._loaded_connection() as (migrations, conn):
@@ -298,17 +306,13 @@ class Migrator:
                     pending = await _explain_resume(conn, plan, rows)
                     await emit(RunStarted(operation="migrate", plan=_plan_items(pending),
                                           atomic=atomic))  # fmt: skip
-                    async with Runner(
-                        conn, self.history, emit, progress,
-                        migration_timeout=self.config.migration_timeout,
-                    ) as runner:  # fmt: skip
+                    async with self._runner(conn, emit, progress) as runner:
+                        applied = runner.done  # what committed, also when a later one fails
                         if atomic:
-                            applied = await runner.apply_atomic(pending)
+                            await runner.apply_atomic(pending)
                         else:
                             for step in pending:
-                                applied.append(
-                                    await runner.apply(step, [a.version for a in applied])
-                                )
+                                await runner.apply(step)
             except AsyncmigError:
                 with anyio.CancelScope(shield=True):
                     await emit(RunFinished(operation="migrate",
@@ -345,6 +349,7 @@ class Migrator:
         on_event: EventCallback | None = None,
     ) -> RollbackReport:
         """Undo applied migrations, newest first (default: the newest one)."""
+        _check_steps(steps)
         t_start = time.perf_counter()
         emit = self._emitter(on_event)
 
@@ -392,15 +397,14 @@ class Migrator:
                     for text in result.warnings:
                         await emit(Message(level="warning", text=text))
                     await emit(RunStarted(operation="rollback", plan=items(selected)))
-                    async with Runner(
-                        conn, self.history, emit, progress,
-                        migration_timeout=self.config.migration_timeout,
-                    ) as runner:  # fmt: skip
-                        done = await runner.rollback(selected)
+                    async with self._runner(conn, emit, progress) as runner:
+                        done = runner.done  # earlier groups stay rolled back if one fails
+                        await runner.rollback(selected)
             except AsyncmigError:
                 with anyio.CancelScope(shield=True):
-                    await emit(RunFinished(operation="rollback", duration_ms=_ms(t_start),
-                                           ok=False))  # fmt: skip
+                    await emit(RunFinished(operation="rollback",
+                                           rolled_back=tuple(d.version for d in done),
+                                           duration_ms=_ms(t_start), ok=False))  # fmt: skip
                 raise
             await emit(RunFinished(operation="rollback",
                                    rolled_back=tuple(d.version for d in done),
@@ -604,6 +608,14 @@ def _plan_items(steps: tuple[MigrateStep, ...]) -> tuple[PlanItem, ...]:
         )
         for s in steps
     )  # fmt: skip
+
+
+def _check_steps(steps: int | None) -> None:
+    if steps is not None and steps < 1:
+        raise ConfigError(
+            f"--steps must be 1 or more (got {steps}); to undo everything use --all, "
+            f"to apply everything leave --steps out"
+        )
 
 
 def _ms(t0: float) -> float:
