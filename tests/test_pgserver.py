@@ -239,3 +239,17 @@ async def test_postgresql_13_starts() -> None:
         finally:
             await conn.close()
     assert not server.directory.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root hands the server to another user")
+def test_root_refuses_a_cluster_directory_the_server_user_cannot_reach(tmp_path: Path) -> None:
+    """As root, a cluster directory under a 0700 home (the server's user could not open
+    it) is refused with a message that says why and what to use; the directory start()
+    made is removed."""
+    home = tmp_path / "home"
+    home.mkdir()
+    home.chmod(0o700)
+    server = PgServer(home / "cluster")
+    with pytest.raises(RuntimeError, match=r"cannot reach .*/home/cluster.*under /var/tmp"):
+        server.start()
+    assert not (home / "cluster").exists()
