@@ -264,9 +264,11 @@ import anyio
 from asyncmig.cli.invoke import Interrupted, run_cancellable
 
 async def work():
-    # ready once run_cancellable's signal watcher has installed its handler
-    while signal.getsignal(signal.{sig}) in (signal.SIG_DFL, signal.default_int_handler):
-        await anyio.sleep(0)
+    # ready once run_cancellable's watcher has its handler in place (asyncio's
+    # add_signal_handler installs _sighandler_noop; before it, SIG_DFL or the Runner's)
+    with anyio.fail_after(5):
+        while getattr(signal.getsignal(signal.{sig}), "__name__", "") != "_sighandler_noop":
+            await anyio.sleep(0)
     print("working", flush=True)
     try:
         await anyio.sleep(30)

@@ -16,6 +16,7 @@ from asyncmig.migrator import Migrator
 
 from .cli_helpers import SIMPLE, SIMPLE_ROLLBACK, clean_environment, json_lines, tree
 from .conftest import TestPg
+from .migtree import fetchval, wait_until
 
 
 @pytest.fixture
@@ -49,6 +50,10 @@ def applied(dsn: str) -> list[int]:
 
 def events(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
     return json_lines(capsys.readouterr().out)
+
+
+async def backend_gone(dsn: str, pid: int) -> bool:
+    return not await fetchval(dsn, "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid)
 
 
 # -- migrate ------------------------------------------------------------------------------
@@ -374,24 +379,28 @@ def test_dump_unreachable_is_exit_5(project: Path) -> None:
 def test_unlock_shows_and_forces(
     project: Path, dsn: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """``unlock`` shows the holder and leaves it; ``unlock --force`` ends the holder's
+    backend (gone from pg_stat_activity), and the lock is free afterwards."""
     assert run(["unlock"]) == 0
     assert "lock is free" in capsys.readouterr().out
     key = Migrator(dsn).key.key
 
-    async def scenario() -> tuple[int, int, int, bool]:
+    async def scenario() -> tuple[int, int, int, bool, bool]:
         conn = await asyncpg.connect(dsn)
         try:
             await conn.execute("SELECT pg_advisory_lock($1)", key)
             pid = conn.get_server_pid()
             shown = await asyncio.to_thread(run, ["--json", "unlock"])
+            alive_after_show = not await backend_gone(dsn, pid)
             forced = await asyncio.to_thread(run, ["--json", "unlock", "--force"])
-            await asyncio.sleep(0.2)
-            return shown, forced, pid, conn.is_closed()
+            await wait_until(lambda: backend_gone(dsn, pid), what="the forced backend to end")
+            return shown, forced, pid, alive_after_show, not await backend_gone(dsn, pid)
         finally:
             conn.terminate()
 
-    shown, forced, pid, _ = asyncio.run(scenario())
+    shown, forced, pid, alive_after_show, alive = asyncio.run(scenario())
     assert (shown, forced) == (0, 0)
+    assert alive_after_show and not alive
     first, second = events(capsys)
     assert first["event"] == "lock" and first["holder"]["backend_pid"] == pid
     assert not first["forced"]

@@ -17,6 +17,7 @@ import asyncpg
 import pytest
 
 from .cli_helpers import ASYNCMIG, SIMPLE, SIMPLE_ROLLBACK, cli, json_lines, tree
+from .migtree import advisory_locks_here, running_here, wait_until
 
 SLOW = {
     "001_first.sql": "CREATE TABLE first (id int);\n",
@@ -41,8 +42,8 @@ def fetch(dsn: str, sql: str) -> list[asyncpg.Record]:
 
 
 def advisory_locks(dsn: str) -> int:
-    rows = fetch(dsn, "SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory'")
-    return int(rows[0]["n"])
+    """Advisory locks in this test's database (a shared server's others are not counted)."""
+    return asyncio.run(advisory_locks_here(dsn))
 
 
 def test_session_through_the_entry_point(tmp_path: Path, dsn: str) -> None:
@@ -76,12 +77,13 @@ def _start_slow(tmp_path: Path, dsn: str) -> subprocess.Popen[str]:
         text=True,
     )
     assert proc.stdout is not None
-    deadline = time.monotonic() + 30
-    for line in proc.stdout:  # wait until the sleep is running on the server
+    for line in proc.stdout:  # the slow statement was sent ...
         if '"preview":"SELECT pg_sleep(30);"' in line:
             break
-        assert time.monotonic() < deadline
-    time.sleep(0.3)
+    else:
+        raise AssertionError(f"migrate ended early: {proc.communicate(timeout=10)}")
+    # ... and is running on the server (the migration's transaction is open)
+    asyncio.run(wait_until(lambda: running_here(dsn, "SELECT pg_sleep(30)"), timeout=30))
     return proc
 
 
@@ -110,11 +112,7 @@ def test_signal_mid_migration_rolls_back_and_frees_the_lock(
     assert rows[1] == "completed"
     assert rows.get(2) in (None, "failed")
     assert advisory_locks(dsn) == 0
-    assert not fetch(
-        dsn,
-        "SELECT pid FROM pg_stat_activity WHERE query LIKE '%pg_sleep(30)%'"
-        " AND pid <> pg_backend_pid()",
-    )
+    assert asyncio.run(running_here(dsn, "SELECT pg_sleep(30)")) == 0
 
 
 def test_progress_is_drawn_live_on_a_terminal(tmp_path: Path, dsn: str) -> None:
