@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import anyio
@@ -12,24 +11,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from examples.aiohttp_app import create_app as create_aiohttp_app
 from examples.fastapi_app import create_app as create_fastapi_app
 
-from .migtree import REPO, fetch
+from .migtree import applied_once, samples
 
 pytestmark = pytest.mark.anyio
-
-
-def samples(tmp_path: Path) -> Path:
-    shutil.copytree(REPO / "sql", tmp_path / "sql")
-    shutil.copytree(REPO / "rollback", tmp_path / "rollback")
-    return tmp_path
-
-
-async def applied_once(dsn: str) -> list[int]:
-    rows = await fetch(
-        dsn, "SELECT version, count(*) AS c FROM _migrations_log WHERE action = 'apply' "
-        "GROUP BY version ORDER BY version"
-    )  # fmt: skip
-    assert all(r["c"] == 1 for r in rows)
-    return [int(r["version"]) for r in rows]
 
 
 async def test_three_fastapi_instances_apply_exactly_once(dsn: str, tmp_path: Path) -> None:
