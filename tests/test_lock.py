@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import random
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -343,17 +345,18 @@ async def test_reclaim_without_the_right_to_terminate_names_the_statement(
 ) -> None:
     """A stale holder that this role may not end: the error says what an admin can run."""
     write_tree(tmp_path, {"001_a.sql": "CREATE TABLE a (id int);\nSELECT pg_sleep(0.2);\n"})
-    role = f"weak_{os.getpid()}"
-    await fetch(dsn, f'CREATE ROLE "{role}" LOGIN')
+    role, password = f"weak_{uuid.uuid4().hex[:10]}", secrets.token_hex(16)
+    await admin(dsn, "CREATE ROLE %I LOGIN PASSWORD %L", role, password)
     try:
         holder = spawn(dsn, tmp_path, "heartbeat_interval=0.5")
         try:
             wait_for_second_statement(holder)
             os.kill(holder.pid, signal.SIGSTOP)
-            await fetch(dsn, f'GRANT USAGE ON SCHEMA public TO "{role}"')
-            await fetch(dsn, f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{role}"')
+            await admin(dsn, "GRANT USAGE ON SCHEMA public TO %I", role)
+            await admin(dsn, "GRANT SELECT ON ALL TABLES IN SCHEMA public TO %I", role)
             parts = urlsplit(dsn)
-            weak = urlunsplit(parts._replace(netloc=f"{role}@{parts.netloc.rpartition('@')[2]}"))
+            host = parts.netloc.rpartition("@")[2]  # the server may ask for a password
+            weak = urlunsplit(parts._replace(netloc=f"{role}:{password}@{host}"))
             with anyio.fail_after(60), pytest.raises(asyncmig.LockTimeoutError) as info:
                 await m(weak, tmp_path, stale_after=2, lock_timeout=30).migrate()
             backend = info.value.holder.backend_pid if info.value.holder else None
@@ -362,5 +365,11 @@ async def test_reclaim_without_the_right_to_terminate_names_the_statement(
             holder.kill()
             holder.communicate(timeout=10)
     finally:
-        await fetch(dsn, f'DROP OWNED BY "{role}"')
-        await fetch(dsn, f'DROP ROLE "{role}"')
+        await admin(dsn, "DROP OWNED BY %I", role)
+        await admin(dsn, "DROP ROLE %I", role)
+
+
+async def admin(dsn: str, template: str, *values: str) -> None:
+    """Run ``format(template, values…)``: the server quotes identifiers and literals."""
+    sql = await fetchval(dsn, "SELECT format($1, VARIADIC $2::text[])", template, list(values))
+    await fetch(dsn, sql)
