@@ -25,7 +25,9 @@ import pytest
 
 from asyncmig._pgserver import PgServer, find_bindir
 
-TEMPLATE = "asyncmig_test_template"
+# One template per test session, so that two runs against one shared server
+# (ASYNCMIG_TEST_DSN) never drop each other's template.
+TEMPLATE = f"asyncmig_test_template_{uuid.uuid4().hex[:8]}"
 
 
 @dataclass
@@ -114,7 +116,7 @@ def pg() -> Iterator[TestPg]:
         if server is not None:
             server.stop()
         else:
-            for name in handle._created:
+            for name in [*handle._created, TEMPLATE]:
                 with contextlib.suppress(Exception):
                     _run_sql(existing or "", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
