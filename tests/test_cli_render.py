@@ -248,7 +248,7 @@ def test_json_results_and_interrupt() -> None:
     r.interrupted("SIGTERM", 143)
     status, validation, lock, interrupted = (json.loads(x) for x in out.getvalue().splitlines())
     assert status["event"] == "status"
-    assert status["pending"] == [5]
+    assert status["pending"] == [4, 5]  # a failed version is pending too
     assert status["versions"][1]["modified"] is True
     assert validation["ok"] is True
     assert lock["holder"]["backend_pid"] == 4242
@@ -295,7 +295,7 @@ def test_plain_status_and_validation() -> None:
     ]
     assert "modified" in rows[1] and "missing file" in rows[2]
     assert "failed (1/3)" in rows[3] and "SQLSTATE 23505" in rows[3]
-    assert footer.startswith("schema public · current version 3 · 1 pending")
+    assert footer.startswith("schema public · current version 3 · 2 pending")
     out = io.StringIO()
     PlainRenderer(out, io.StringIO()).validation(
         ValidationReport(
@@ -372,7 +372,7 @@ def test_rich_status_table() -> None:
     assert "modified" in row2
     assert "missing file" in next(line for line in lines if " gone " in line)
     assert "failed (1/3)" in text
-    assert "current version 3 · 1 pending · 1 modified · 1 missing file · 1 failed" in text
+    assert "current version 3 · 2 pending · 1 modified · 1 missing file · 1 failed" in text
     console = Console(width=100, record=True, file=io.StringIO())
     console.print(status_table(StatusReport()))  # empty: headers only, no crash
 

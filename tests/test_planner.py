@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -9,14 +11,15 @@ import pytest
 
 from asyncmig.errors import (
     ChecksumMismatchError,
+    ConfigError,
     MissingFileError,
     OutOfOrderError,
     ResumeRequiredError,
     RollbackUnavailableError,
 )
-from asyncmig.history import HistoryRow
 from asyncmig.loader import Directives, Migration, MigrationSet, SqlFile
-from asyncmig.planner import plan_migrate, plan_rollback
+from asyncmig.models import HistoryRow
+from asyncmig.planner import check, plan_migrate, plan_rollback
 
 
 def sql(name: str, checksum: str = "c", transactional: bool = True) -> SqlFile:
@@ -171,3 +174,95 @@ def test_rollback_falls_back_to_stored_sql_then_fails_clearly() -> None:
     with pytest.raises(RollbackUnavailableError) as info:
         plan_rollback(ms, rows, _parse, all=True)
     assert info.value.version == 1
+
+
+def test_importing_the_planner_imports_no_driver() -> None:
+    """`import asyncmig.planner` (and the values it uses) does not import asyncpg."""
+    code = "import asyncmig.planner, sys; assert 'asyncpg' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_old_homes_of_the_values_still_work() -> None:
+    """HistoryRow and LockHolder import from history/errors as before (same classes)."""
+    from asyncmig import errors, history, models
+
+    assert history.HistoryRow is models.HistoryRow and errors.LockHolder is models.LockHolder
+
+
+@pytest.mark.parametrize(
+    ("disk", "rows", "codes"),
+    [
+        ([mig(1), mig(2)], [row(1), row(2)], []),
+        ([mig(2)], [row(1)], [(1, "missing_file")]),
+        ([mig(1, "new")], [row(1, checksum="old")], [(1, "checksum_mismatch")]),
+        ([mig(1), mig(2)], [row(2)], [(1, "out_of_order")]),
+        ([mig(1, tx=False)], [row(1, "failed", transactional=False, done=2)],
+         [(1, "resume_required")]),
+        ([mig(1, tx=False)], [row(1, "running", transactional=False, done=1)],
+         [(1, "resume_required")]),
+        ([mig(1, "new", tx=False)], [row(1, "failed", "old", transactional=False, done=2)],
+         [(1, "resume_required"), (1, "resume_changed")]),
+        ([mig(1)], [row(1, "failed")], []),  # a failed transactional one: plain pending
+        ([mig(1, tx=False)], [row(1, "failed", transactional=False, done=0)], []),
+        # applied-version issues first, then pending ones, in version order
+        ([mig(1), mig(3, "new")], [row(2), row(3, checksum="old")],
+         [(2, "missing_file"), (3, "checksum_mismatch"), (1, "out_of_order")]),
+    ],
+)  # fmt: skip
+def test_check_lists_every_issue_in_refusal_order(
+    disk: list[Migration], rows: list[HistoryRow], codes: list[tuple[int, str]]
+) -> None:
+    """check() reports each disagreement of disk and history once, with its code."""
+    issues = check(mset(*disk), {r.version: r for r in rows})
+    assert [(i.version, i.code) for i in issues] == codes
+
+
+def test_plan_refuses_the_first_issue_check_lists() -> None:
+    """plan_migrate raises the error of check()'s first blocking issue."""
+    ms = mset(mig(1), mig(3, "new"))
+    rows = {2: row(2), 3: row(3, checksum="old")}
+    assert check(ms, rows)[0].code == "missing_file"
+    with pytest.raises(MissingFileError):
+        plan_migrate(ms, rows)
+
+
+@pytest.mark.parametrize("status", ["running", "failed"])
+def test_without_the_lock_an_interrupted_run_is_pending_not_an_error(status: str) -> None:
+    """Before the lock, a half-done no-transaction row (its runner may be alive) keeps the
+    version pending and is listed as unsettled; with the lock it needs --resume."""
+    ms = mset(mig(1), mig(2, tx=False), mig(3))
+    rows = {1: row(1), 2: row(2, status, transactional=False, done=1)}
+    ahead = plan_migrate(ms, rows, locked=False)
+    assert versions(ahead) == [2, 3] and [i.version for i in ahead.unsettled] == [2]
+    assert ahead.steps[0].resume_from == 0
+    assert plan_migrate(ms, rows, locked=False, resume=True).steps[0].resume_from == 1
+    with pytest.raises(ResumeRequiredError):
+        plan_migrate(ms, rows, locked=True)
+    # a changed file is judged under the lock too
+    changed = {1: row(1), 2: row(2, status, "old", transactional=False, done=1)}
+    assert versions(plan_migrate(mset(mig(1), mig(2, "new", tx=False)), changed,
+                                 locked=False, resume=True)) == [2]  # fmt: skip
+
+
+def test_resume_required_message_says_what_to_do() -> None:
+    """Under the lock the refusal names --resume with the next statement, and how to start
+    over: undo statements 1..k of the file, delete the version's row from the table."""
+    rows = {7: row(7, "running", transactional=False, done=2, total=5)}
+    with pytest.raises(ResumeRequiredError) as info:
+        plan_migrate(mset(mig(7, tx=False)), rows, history_table="app._migrations")
+    text = str(info.value)
+    assert "asyncmig migrate --resume` to continue at statement 3" in text
+    assert "statements 1–2 of sql/007_m7.sql" in text
+    assert "delete its row (version 7) from app._migrations" in text
+    assert "prev." not in text and "still running" not in text
+
+
+def test_atomic_refuses_a_no_transaction_file_in_the_plan() -> None:
+    """--atomic: a no-transaction file in the plan is a ConfigError naming it; a version
+    left unsettled before the lock is judged under it instead."""
+    ms = mset(mig(1), mig(2), mig(3, tx=False))
+    assert versions(plan_migrate(ms, {}, steps=2, atomic=True)) == [1, 2]
+    with pytest.raises(ConfigError, match=r"003_m3\.sql"):
+        plan_migrate(ms, {1: row(1)}, steps=2, atomic=True)
+    rows = {1: row(1), 2: row(2), 3: row(3, "running", transactional=False, done=1)}
+    assert versions(plan_migrate(ms, rows, atomic=True, locked=False)) == [3]

@@ -37,9 +37,10 @@ leaked, and kept as ``__cause__``::
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
+
+from .models import LockHolder as LockHolder  # re-exported from its old home
 
 
 class AsyncmigError(Exception):
@@ -203,43 +204,6 @@ class ResumeRequiredError(ValidationError):
         self.statements_done = statements_done
         self.invalid_indexes = list(invalid_indexes)
         super().__init__(message, version=version)
-
-
-@dataclass(frozen=True, slots=True)
-class LockHolder:
-    """Who holds the migration lock, as published in ``_migration_locks``."""
-
-    backend_pid: int | None
-    host: str | None = None
-    pid: int | None = None
-    user: str | None = None
-    since: str | None = None
-    heartbeat_at: str | None = None
-    version: int | None = None
-    statement: str | None = None
-
-    def describe(self) -> str:
-        parts = []
-        if self.host or self.pid:
-            parts.append(f"host {self.host or '?'} pid {self.pid or '?'}")
-        parts.append(f"backend pid {self.backend_pid if self.backend_pid is not None else '?'}")
-        if self.since:
-            parts.append(f"since {self.since}")
-        if self.version is not None:
-            parts.append(f"running version {self.version}")
-        return ", ".join(parts)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "backend_pid": self.backend_pid,
-            "host": self.host,
-            "pid": self.pid,
-            "user": self.user,
-            "since": self.since,
-            "heartbeat_at": self.heartbeat_at,
-            "version": self.version,
-            "statement": self.statement,
-        }
 
 
 class PendingTimeoutError(AsyncmigError):

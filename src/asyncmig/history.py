@@ -24,14 +24,13 @@ import json
 import os
 import socket
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import asyncpg
 
 from .connection import Conn
 from .errors import LockHolder
+from .models import HistoryRow
 from .session import OWN_IDENTITY
 
 __all__ = [
@@ -50,24 +49,6 @@ def quote_ident(name: str) -> str:
     if not name or "\x00" in name:
         raise ValueError(f"invalid SQL identifier {name!r}")
     return '"' + name.replace('"', '""') + '"'
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryRow:
-    version: int
-    filename: str
-    checksum: str
-    status: str
-    executed_at: datetime | None
-    executed_by: str | None
-    execution_time_ms: int
-    statements_total: int
-    statements_done: int
-    transactional: bool
-    error_message: str | None
-    error_sqlstate: str | None
-    rollback_sql: str | None
-    rollback_checksum: str | None
 
 
 _ROW_COLUMNS = (

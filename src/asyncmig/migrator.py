@@ -55,7 +55,14 @@ from .events import (
 from .history import History, HistoryRow
 from .loader import MigrationSet, SqlFile, load_migrations, parse_sql_text, scan_migrations
 from .lock import LockKey, Progress, acquire, heartbeat_loop, holder_backend_pid, lock_key, release
-from .planner import MigrateStep, RollbackPlan, RollbackStep, plan_migrate, plan_rollback
+from .planner import (
+    MigratePlan,
+    MigrateStep,
+    RollbackPlan,
+    RollbackStep,
+    plan_migrate,
+    plan_rollback,
+)
 from .reports import (
     AppliedMigration,
     MigrateReport,
@@ -267,22 +274,23 @@ class Migrator:
             for text in migrations.warnings:
                 await emit(Message(level="warning", text=text))
 
-            def plan(rows: dict[int, HistoryRow]) -> tuple[MigrateStep, ...]:
-                result = plan_migrate(
+            def plan(rows: dict[int, HistoryRow], locked: bool = True) -> MigratePlan:
+                return plan_migrate(
                     migrations, rows, steps=steps, target=target, force=force,
-                    allow_out_of_order=allow_out_of_order, resume=resume,
+                    allow_out_of_order=allow_out_of_order, resume=resume, atomic=atomic,
+                    locked=locked, history_table=self.history.qualified_name,
                 )  # fmt: skip
-                return result.steps
 
             await check_direct(conn)
             rows = await self.history.rows(conn) or {}
-            pending = await _explain_resume(conn, plan, rows)
-            if atomic and any(not s.migration.forward.directives.transactional for s in pending):
-                bad = next(s for s in pending if not s.migration.forward.directives.transactional)
-                raise ConfigError(
-                    f"--atomic cannot include {bad.migration.filename}: it is marked "
-                    f"no-transaction; apply it on its own first (--target)"
-                )
+            # Without the lock, an interrupted no-transaction run may be a live runner's:
+            # its version stays pending (take the lock, then judge), never an error here.
+            ahead = plan(rows, locked=False)
+            pending = ahead.steps
+            if dry_run:
+                for issue in ahead.unsettled:
+                    text = issue.message + "; a real run judges it once it holds the lock"
+                    await emit(Message(level="warning", text=text))
             if not pending or dry_run:
                 await emit(RunStarted(operation="migrate", plan=_plan_items(pending),
                                       dry_run=dry_run, atomic=atomic))  # fmt: skip
@@ -302,8 +310,9 @@ class Migrator:
                 async with self._locked(conn, emit) as progress:
                     waited = time.perf_counter() - t_wait
                     rows = await self.history.rows(conn) or {}
-                    # the leader may have applied them meanwhile
-                    pending = await _explain_resume(conn, plan, rows)
+                    # the leader may have applied them meanwhile, or died half-way; the
+                    # --atomic and no-transaction checks apply to this plan too
+                    pending = await _explain_resume(conn, lambda r: plan(r).steps, rows)
                     await emit(RunStarted(operation="migrate", plan=_plan_items(pending),
                                           atomic=atomic))  # fmt: skip
                     async with self._runner(conn, emit, progress) as runner:
@@ -566,12 +575,16 @@ def _parse_stored(text: str, label: str) -> SqlFile:
     return parse_sql_text(text, Path(label))
 
 
+# Invalid indexes, except those a build in progress is creating right now (an index
+# under CREATE INDEX CONCURRENTLY is invalid until it finishes): never name those.
 _INVALID_INDEXES = """
 SELECT n.nspname || '.' || c.relname
 FROM pg_index i
 JOIN pg_class c ON c.oid = i.indexrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE NOT i.indisvalid AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND NOT EXISTS (SELECT 1 FROM pg_stat_progress_create_index p
+                  WHERE p.index_relid = i.indexrelid)
 ORDER BY 1
 """
 
@@ -581,7 +594,8 @@ async def _explain_resume(
     plan: Callable[[dict[int, HistoryRow]], tuple[MigrateStep, ...]],
     rows: dict[int, HistoryRow],
 ) -> tuple[MigrateStep, ...]:
-    """Plan; a stop for ``--resume`` also names invalid indexes a failed build left."""
+    """Plan under the lock; a stop for ``--resume`` also names the invalid indexes a
+    failed concurrent build left (its runner is dead: this run holds the lock)."""
     try:
         return plan(rows)
     except ResumeRequiredError as exc:

@@ -1,112 +1,200 @@
 """Decide what to apply or undo from "versions on disk" and "versions in history".
 
-Pure functions over values (no I/O), so every rule is a table test:
+Pure functions over values (no I/O, no driver import), so every rule is a table test.
+One rule set, :func:`check`, lists every way disk and history disagree; every view
+derives from it: :func:`plan_migrate` refuses the first blocking issue unless an option
+allows it, ``validate`` reports them all, ``status`` marks versions with them.
 
-* an applied version whose file changed → :class:`ChecksumMismatchError` (``force``
-  turns it into a warning);
-* an applied version with no file → :class:`MissingFileError` (``force`` too);
-* a no-transaction migration that stopped after *k* statements →
-  :class:`ResumeRequiredError`, or with ``resume`` a step starting at statement *k+1*
-  (refused if the file changed since);
-* a pending version older than the newest applied one → :class:`OutOfOrderError`
-  unless ``allow_out_of_order``;
+* an applied version whose file changed → ``checksum_mismatch`` (``force`` turns it
+  into a warning);
+* an applied version with no file → ``missing_file`` (``force`` too);
+* a no-transaction migration that stopped after *k* statements → ``resume_required``
+  (with ``resume``, a step starting at statement *k+1*), and ``resume_changed`` if its
+  file changed since (never allowed). Its row may belong to a runner that is still
+  alive: only a plan made under the lock judges it (``locked``); a plan made without
+  the lock keeps the version pending, so the run takes the lock and looks again;
+* a pending version older than the newest applied one → ``out_of_order`` unless
+  ``allow_out_of_order``;
 * a transactional migration that failed is simply pending again: its statements were
-  rolled back with it, so there is no "dirty" state to repair.
+  rolled back with it, so there is no "dirty" state to repair;
+* ``atomic``: every planned file must run in a transaction (checked on each plan, so
+  also on the one made under the lock, which may differ).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 
 from .errors import (
+    AsyncmigError,
     ChecksumMismatchError,
+    ConfigError,
     MissingFileError,
     OutOfOrderError,
     ResumeRequiredError,
     RollbackUnavailableError,
 )
-from .history import HistoryRow
-from .loader import Migration, MigrationSet, SqlFile
+from .loader import MigrationSet, SqlFile
+from .models import (
+    HistoryRow,
+    Issue,
+    MigratePlan,
+    MigrateStep,
+    RollbackPlan,
+    RollbackStep,
+)
 
-__all__ = ["MigrateStep", "RollbackStep", "plan_migrate", "plan_rollback"]
+__all__ = [
+    "MigratePlan",
+    "MigrateStep",
+    "RollbackPlan",
+    "RollbackStep",
+    "applied_versions",
+    "check",
+    "issue_error",
+    "plan_migrate",
+    "plan_rollback",
+]
 
-
-@dataclass(frozen=True, slots=True)
-class MigrateStep:
-    migration: Migration
-    resume_from: int = 0  # statements already applied (no-transaction resume)
-
-
-@dataclass(frozen=True, slots=True)
-class RollbackStep:
-    version: int
-    name: str
-    filename: str
-    sql: SqlFile
-    source: str  # "file" or "history"
-
-
-@dataclass(frozen=True, slots=True)
-class MigratePlan:
-    steps: tuple[MigrateStep, ...]
-    warnings: tuple[str, ...] = ()
+Rows = Mapping[int, HistoryRow]
 
 
-@dataclass(frozen=True, slots=True)
-class RollbackPlan:
-    steps: tuple[RollbackStep, ...]
-    warnings: tuple[str, ...] = ()
-
-
-def applied_versions(rows: Mapping[int, HistoryRow]) -> list[int]:
+def applied_versions(rows: Rows) -> list[int]:
     return sorted(v for v, r in rows.items() if r.status == "completed")
+
+
+def check(migrations: MigrationSet, history: Rows) -> list[Issue]:
+    """Every disagreement between disk and history: applied versions first, then
+    pending ones, each in version order (the order :func:`plan_migrate` refuses them)."""
+    issues: list[Issue] = []
+    applied = applied_versions(history)
+    for version in applied:
+        row = history[version]
+        mig = migrations.get(version)
+        if mig is None:
+            issues.append(Issue(
+                "missing_file", version,
+                f"version {version} ({row.filename}) is applied but its file is missing "
+                f"from the migrations directory", None, row,
+            ))  # fmt: skip
+        elif mig.forward.checksum != row.checksum:
+            issues.append(Issue(
+                "checksum_mismatch", version,
+                f"{mig.forward.path} changed after it was applied (checksum "
+                f"{row.checksum[:12]}… in history, {mig.forward.checksum[:12]}… on disk)",
+                mig.forward.path, row, mig.forward.checksum,
+            ))  # fmt: skip
+    newest = applied[-1] if applied else None
+    for mig in migrations.migrations:
+        prev = history.get(mig.version)
+        if prev is not None and prev.status == "completed":
+            continue
+        path = mig.forward.path
+        if prev is not None and prev.interrupted:
+            issues.append(Issue(
+                "resume_required", mig.version,
+                f"migration {mig.version} ({prev.filename}) runs without a transaction and "
+                f"stopped after statement {prev.statements_done} of {prev.statements_total}"
+                + (f" ({prev.error_message})" if prev.error_message else "")
+                + ("; or it is still running (`asyncmig unlock` shows the lock's holder)"
+                   if prev.status == "running" else ""),
+                path, prev, mig.forward.checksum,
+            ))  # fmt: skip
+            if mig.forward.checksum != prev.checksum:
+                issues.append(Issue(
+                    "resume_changed", mig.version,
+                    f"{path} changed since its interrupted run (statements 1–"
+                    f"{prev.statements_done} of the old file stay committed)",
+                    path, prev, mig.forward.checksum,
+                ))  # fmt: skip
+        if newest is not None and mig.version < newest:
+            issues.append(Issue(
+                "out_of_order", mig.version,
+                f"migration {mig.version} ({path.name}) is pending but older than the newest "
+                f"applied version {newest}", path, prev,
+            ))  # fmt: skip
+    return issues
+
+
+def issue_error(issue: Issue, history_table: str = "_migrations") -> AsyncmigError:
+    """The typed error for ``issue``, saying what to do about it. ``history_table``
+    (``schema._migrations``) names where a row to delete lives."""
+    v, row = issue.version, issue.row
+    if issue.code == "missing_file":
+        return MissingFileError(
+            issue.message + "; restore the file, or pass --force to run anyway", version=v
+        )
+    if issue.code == "checksum_mismatch":
+        assert row is not None and issue.disk_checksum is not None
+        return ChecksumMismatchError(
+            issue.message + "; revert the edit and put the change in a new migration, or "
+            "pass --force to run anyway",
+            version=v, expected=row.checksum, actual=issue.disk_checksum, path=issue.path,
+        )  # fmt: skip
+    if issue.code == "out_of_order":
+        return OutOfOrderError(
+            issue.message + "; renumber it after the applied ones, or pass --allow-out-of-order",
+            version=v,
+        )
+    assert row is not None
+    done = row.statements_done
+    start_over = (
+        f"undo by hand what statements 1–{done} of {issue.path} did (they were committed "
+        f"one by one; drop what they created), then delete its row (version {v}) from "
+        f"{history_table} and run migrate again to start it over"
+    )
+    if issue.code == "resume_changed":
+        assert issue.disk_checksum is not None
+        return ChecksumMismatchError(
+            issue.message + "; resuming would skip statements of a different file. Restore "
+            f"the file as it was (checksum {row.checksum[:12]}…) and run `asyncmig migrate "
+            f"--resume`, or {start_over}.",
+            version=v, expected=row.checksum, actual=issue.disk_checksum, path=issue.path,
+        )  # fmt: skip
+    stopped = (
+        f"migration {v} ({row.filename}) runs without a transaction and its last run "
+        f"stopped after statement {done} of {row.statements_total}"
+        + (f" ({row.error_message})" if row.error_message else "")
+    )
+    return ResumeRequiredError(
+        stopped + f". That run is over (this run holds the migration lock). Fix the "
+        f"cause, then run `asyncmig migrate --resume` to continue at statement {done + 1}; "
+        f"or {start_over}.",
+        version=v, statements_done=done,
+    )  # fmt: skip
 
 
 def plan_migrate(
     migrations: MigrationSet,
-    rows: Mapping[int, HistoryRow],
+    rows: Rows,
     *,
     steps: int | None = None,
     target: int | None = None,
     force: bool = False,
     allow_out_of_order: bool = False,
     resume: bool = False,
+    atomic: bool = False,
+    locked: bool = True,
+    history_table: str = "_migrations",
 ) -> MigratePlan:
-    warnings: list[str] = []
-    applied = applied_versions(rows)
-    for version in applied:
-        row = rows[version]
-        mig = migrations.get(version)
-        if mig is None:
-            msg = (
-                f"version {version} ({row.filename}) is applied but its file is missing "
-                f"from the migrations directory"
-            )
-            if not force:
-                raise MissingFileError(
-                    msg + "; restore the file, or pass --force to run anyway", version=version
-                )
-            warnings.append(msg)
-            continue
-        if mig.forward.checksum != row.checksum:
-            msg = (
-                f"{mig.forward.path} changed after it was applied (checksum "
-                f"{row.checksum[:12]}… in history, {mig.forward.checksum[:12]}… on disk)"
-            )
-            if not force:
-                raise ChecksumMismatchError(
-                    msg + "; revert the edit and put the change in a new migration, or pass "
-                    "--force to run anyway",
-                    version=version,
-                    expected=row.checksum,
-                    actual=mig.forward.checksum,
-                    path=mig.forward.path,
-                )
-            warnings.append(msg)
+    """The steps to apply, or the typed error of the first blocking issue.
 
-    newest_applied = applied[-1] if applied else None
+    ``locked``: the caller holds the migration lock, so an interrupted no-transaction
+    run is a dead runner's resume point. Without it, such a version stays pending and
+    is listed in ``unsettled`` (never an error: its runner may be working on it).
+    """
+    issues = check(migrations, rows)
+    warnings: list[str] = []
+    for issue in issues:
+        if issue.code in ("missing_file", "checksum_mismatch"):
+            if not force:
+                raise issue_error(issue, history_table)
+            warnings.append(issue.message)
+    by_version: dict[int, list[Issue]] = {}
+    for issue in issues:
+        by_version.setdefault(issue.version, []).append(issue)
     plan: list[MigrateStep] = []
+    unsettled: list[Issue] = []
     for mig in migrations.migrations:
         prev = rows.get(mig.version)
         if prev is not None and prev.status == "completed":
@@ -114,53 +202,40 @@ def plan_migrate(
         if target is not None and mig.version > target:
             break
         resume_from = 0
-        if prev is not None and _stopped_half_way(prev):
-            if not resume:
-                raise ResumeRequiredError(
-                    f"migration {mig.version} ({prev.filename}) runs without a transaction and "
-                    f"stopped after {prev.statements_done} of {prev.statements_total} statements"
-                    + (f" ({prev.error_message})" if prev.error_message else "")
-                    + f". Fix the cause, then run `asyncmig migrate --resume` to continue at "
-                    f"statement {prev.statements_done + 1}; or undo the applied statements by "
-                    f"hand and remove its history prev.",
-                    version=mig.version,
-                    statements_done=prev.statements_done,
-                )
-            if mig.forward.checksum != prev.checksum:
-                raise ChecksumMismatchError(
-                    f"{mig.forward.path} changed since its interrupted run; resuming would "
-                    f"skip statements of a different file. Restore the file as it was, or undo "
-                    f"the applied statements by hand and remove its history prev.",
-                    version=mig.version,
-                    expected=prev.checksum,
-                    actual=mig.forward.checksum,
-                    path=mig.forward.path,
-                )
-            resume_from = prev.statements_done
-        if newest_applied is not None and mig.version < newest_applied:
-            msg = (
-                f"migration {mig.version} ({mig.forward.path.name}) is pending but older than "
-                f"the newest applied version {newest_applied}"
-            )
-            if not allow_out_of_order:
-                raise OutOfOrderError(
-                    msg + "; renumber it after the applied ones, or pass --allow-out-of-order",
-                    version=mig.version,
-                )
-            warnings.append(msg)
+        for issue in by_version.get(mig.version, ()):
+            if issue.needs_lock and not locked:
+                unsettled.append(issue)
+                if resume and prev is not None:
+                    resume_from = prev.statements_done
+            elif issue.code == "resume_required" and resume and prev is not None:
+                resume_from = prev.statements_done
+            elif issue.code == "out_of_order" and allow_out_of_order:
+                warnings.append(issue.message)
+            elif issue.code != "missing_file" and issue.code != "checksum_mismatch":
+                raise issue_error(issue, history_table)
         plan.append(MigrateStep(mig, resume_from))
         if steps is not None and len(plan) >= steps:
             break
-    return MigratePlan(tuple(plan), tuple(warnings))
+    if atomic:
+        _check_atomic(plan, {i.version for i in unsettled})
+    return MigratePlan(tuple(plan), tuple(warnings), tuple(unsettled))
 
 
-def _stopped_half_way(row: HistoryRow) -> bool:
-    return not row.transactional and row.status in ("failed", "running") and row.statements_done > 0
+def _check_atomic(plan: list[MigrateStep], unsettled: set[int]) -> None:
+    """Every file of an atomic run joins its one transaction. A version still unsettled
+    (a live runner may finish it) is judged again under the lock."""
+    for step in plan:
+        mig = step.migration
+        if not mig.forward.directives.transactional and mig.version not in unsettled:
+            raise ConfigError(
+                f"--atomic cannot include {mig.filename}: it is marked no-transaction; "
+                f"apply it on its own first (--target)"
+            )
 
 
 def plan_rollback(
     migrations: MigrationSet,
-    rows: Mapping[int, HistoryRow],
+    rows: Rows,
     parse_stored: Callable[[str, str], SqlFile],
     *,
     steps: int | None = None,
@@ -194,10 +269,8 @@ def plan_rollback(
                 f"no rollback file for version {version}; using the rollback SQL stored in "
                 f"history when it was applied"
             )
-            plan.append(
-                RollbackStep(version, name, row.filename, parse_stored(row.rollback_sql, label),
-                             "history")
-            )  # fmt: skip
+            stored = parse_stored(row.rollback_sql, label)
+            plan.append(RollbackStep(version, name, row.filename, stored, "history"))
         else:
             raise RollbackUnavailableError(
                 f"version {version} ({row.filename}) has no rollback file in the rollback "

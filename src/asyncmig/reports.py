@@ -91,6 +91,14 @@ class VersionStatus:
     statements_total: int | None = None
     error_message: str | None = None
     error_sqlstate: str | None = None
+    on_disk: bool = True  # its migration file exists
+    issues: tuple[str, ...] = ()  # planner.check's codes for this version
+
+    @property
+    def pending(self) -> bool:
+        """What a run would apply: on disk and not applied. A ``failed`` or ``running``
+        version is pending too (a leader may be applying it; a failure needs a run)."""
+        return self.on_disk and self.state != "applied"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -109,6 +117,8 @@ class VersionStatus:
             "statements_total": self.statements_total,
             "error_message": self.error_message,
             "error_sqlstate": self.error_sqlstate,
+            "pending": self.pending,
+            "issues": list(self.issues),
         }
 
 
@@ -120,7 +130,7 @@ class StatusReport:
 
     @property
     def pending(self) -> tuple[VersionStatus, ...]:
-        return tuple(v for v in self.versions if v.state in ("pending", "rolled_back"))
+        return tuple(v for v in self.versions if v.pending)
 
     @property
     def current_version(self) -> int | None:

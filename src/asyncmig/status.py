@@ -1,58 +1,65 @@
 """Status and validation reports: files on disk and history rows, side by side.
 
 Pure functions over values (the loader's :class:`MigrationSet`, the history's rows);
-:class:`~asyncmig.Migrator` reads both and calls these.
+:class:`~asyncmig.Migrator` reads both and calls these. Both views derive from the
+planner's one rule set, :func:`asyncmig.planner.check`: a version the planner refuses
+or would apply is marked so here, and ``validate`` reports the same issues.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
 
 from .errors import MigrationFileError
-from .history import HistoryRow
 from .loader import Migration, MigrationSet
-from .reports import StatusReport, ValidationIssue, VersionStatus
+from .models import HistoryRow, Issue
+from .planner import check
+from .reports import State, StatusReport, ValidationIssue, VersionStatus
 
 __all__ = ["build_status", "file_issue", "history_issues"]
 
+_STATES: dict[str, State] = {
+    "completed": "applied",
+    "failed": "failed",
+    "running": "running",
+    "rolled_back": "rolled_back",
+}
+
 
 def build_status(
-    migrations: MigrationSet, rows: dict[int, HistoryRow] | None, schema: str
+    migrations: MigrationSet, rows: Mapping[int, HistoryRow] | None, schema: str
 ) -> StatusReport:
     """Disk and history side by side, one entry per version."""
     rows = rows or {}
+    codes: dict[int, list[str]] = {}
+    for issue in check(migrations, rows):
+        codes.setdefault(issue.version, []).append(issue.code)
     versions = sorted({m.version for m in migrations.migrations} | set(rows))
     out: list[VersionStatus] = []
     for v in versions:
         mig = migrations.get(v)
         row = rows.get(v)
-        state: Any = "pending"
-        if row is not None:
-            state = {"completed": "applied"}.get(row.status, row.status)
-            if state == "pending":
-                state = "pending"
+        issues = tuple(codes.get(v, ()))
+        applied = row is not None and row.status == "completed"
         out.append(
             VersionStatus(
                 version=v,
                 name=mig.name if mig else (row.filename if row else ""),
                 filename=mig.filename if mig else (row.filename if row else None),
-                state=state,
-                applied_at=row.executed_at if row and row.status == "completed" else None,
-                applied_by=row.executed_by if row and row.status == "completed" else None,
+                state=_STATES.get(row.status, "pending") if row else "pending",
+                applied_at=row.executed_at if row and applied else None,
+                applied_by=row.executed_by if row and applied else None,
                 duration_ms=row.execution_time_ms if row else None,
                 checksum=row.checksum if row else (mig.forward.checksum if mig else None),
-                modified=bool(
-                    mig
-                    and row
-                    and row.status == "completed"
-                    and row.checksum != mig.forward.checksum
-                ),
-                missing_file=bool(row and not mig and row.status == "completed"),
+                modified="checksum_mismatch" in issues,
+                missing_file="missing_file" in issues,
                 has_rollback=bool(mig and mig.rollback) or bool(row and row.rollback_sql),
                 statements_done=row.statements_done if row else None,
                 statements_total=row.statements_total if row else _count(mig),
                 error_message=row.error_message if row else None,
                 error_sqlstate=row.error_sqlstate if row else None,
+                on_disk=mig is not None,
+                issues=issues,
             )
         )
     return StatusReport(tuple(out), schema=schema, history_exists=bool(rows))
@@ -75,48 +82,27 @@ def file_issue(err: MigrationFileError) -> ValidationIssue:
     )  # fmt: skip
 
 
-def history_issues(migrations: MigrationSet, rows: dict[int, HistoryRow]) -> list[ValidationIssue]:
-    issues: list[ValidationIssue] = []
-    applied = sorted(v for v, r in rows.items() if r.status == "completed")
-    newest = applied[-1] if applied else None
-    for v in applied:
-        mig = migrations.get(v)
-        row = rows[v]
-        if mig is None:
-            issues.append(ValidationIssue(
-                "error", "missing_file",
-                f"version {v} ({row.filename}) is applied but its file is missing", v,
-            ))  # fmt: skip
-        elif mig.forward.checksum != row.checksum:
-            issues.append(ValidationIssue(
-                "error", "checksum_mismatch",
-                f"{mig.forward.path} changed after it was applied (history "
-                f"{row.checksum[:12]}…, disk {mig.forward.checksum[:12]}…)", v,
-                str(mig.forward.path),
-            ))  # fmt: skip
-    for mig in migrations.migrations:
-        prev = rows.get(mig.version)
-        if prev is not None and prev.status == "completed":
-            continue
-        if (
-            prev is not None
-            and not prev.transactional
-            and prev.statements_done > 0
-            and (prev.status in ("failed", "running"))
-        ):
-            issues.append(ValidationIssue(
-                "error", "resume_required",
-                f"version {mig.version} stopped after {prev.statements_done} of "
-                f"{prev.statements_total} statements; run `asyncmig migrate --resume`",
-                mig.version, str(mig.forward.path),
-            ))  # fmt: skip
-        if newest is not None and mig.version < newest:
-            issues.append(ValidationIssue(
-                "error", "out_of_order",
-                f"{mig.forward.path} (version {mig.version}) is pending but older than the "
-                f"newest applied version {newest}", mig.version, str(mig.forward.path),
-            ))  # fmt: skip
-    return issues
+def history_issues(
+    migrations: MigrationSet, rows: Mapping[int, HistoryRow]
+) -> list[ValidationIssue]:
+    """Every issue of :func:`~asyncmig.planner.check`, as validation errors."""
+    return [_validation_issue(i) for i in check(migrations, rows)]
+
+
+_REMEDY = {
+    "missing_file": "restore the file",
+    "checksum_mismatch": "revert the edit and put the change in a new migration",
+    "resume_required": "run `asyncmig migrate --resume` once its cause is fixed",
+    "resume_changed": "restore the file as it was before resuming",
+    "out_of_order": "renumber it after the applied ones, or pass --allow-out-of-order",
+}
+
+
+def _validation_issue(issue: Issue) -> ValidationIssue:
+    return ValidationIssue(
+        "error", issue.code, f"{issue.message}; {_REMEDY[issue.code]}", issue.version,
+        str(issue.path) if issue.path else None,
+    )  # fmt: skip
 
 
 def _count(mig: Migration | None) -> int | None:
