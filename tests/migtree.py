@@ -139,6 +139,17 @@ _SNAPSHOT_QUERIES = {
     "indexes": "SELECT indexdef FROM pg_indexes n "
     "WHERE n.schemaname !~ '^pg_' AND n.schemaname <> 'information_schema'",
     "policies": "SELECT p.polrelid::regclass::text || ' ' || p.polname FROM pg_policy p",
+    "policy_definitions": "SELECT tablename || ' ' || policyname || ' ' || permissive || ' ' "
+    "|| roles::text || ' ' || cmd || ' ' || coalesce(qual, '-') || ' ' "
+    "|| coalesce(with_check, '-') FROM pg_policies",
+    "row_security": "SELECT n.nspname || '.' || c.relname || ' enable=' || c.relrowsecurity "
+    "|| ' force=' || c.relforcerowsecurity || ' acl=' || coalesce(c.relacl::text, '-') "
+    f"FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {_SYSTEM} "
+    "AND c.relkind IN ('r', 'p')",
+    "function_definitions": "SELECT n.nspname || '.' || p.proname || ' definer=' "
+    "|| p.prosecdef || ' config=' || coalesce(p.proconfig::text, '-') || ' owner=' "
+    "|| p.proowner::regrole::text || ' ' || md5(p.prosrc) FROM pg_proc p "
+    f"JOIN pg_namespace n ON n.oid = p.pronamespace WHERE {_SYSTEM}",
     "triggers": "SELECT t.tgrelid::regclass::text || ' ' || t.tgname FROM pg_trigger t "
     "WHERE NOT t.tgisinternal",
     "extensions": "SELECT extname FROM pg_extension",
@@ -150,9 +161,10 @@ async def catalog_snapshot(dsn: str, exclude_history: bool = True) -> dict[str, 
     """Everything a migration can leave behind, as sorted text, for before/after equality.
 
     Schemas with their privileges, relations with their kind, types, functions with
-    their arguments, index definitions, policies, triggers, extensions and event
-    triggers. asyncmig's own history objects are left out unless ``exclude_history`` is
-    false.
+    their arguments and definitions (security definer, settings, owner, body hash),
+    index definitions, policies with their expressions, row level security and table
+    privileges, triggers, extensions and event triggers. asyncmig's own history objects
+    are left out unless ``exclude_history`` is false.
     """
     conn = await asyncpg.connect(dsn)
     try:

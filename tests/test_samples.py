@@ -41,6 +41,8 @@ import pytest
 import asyncmig
 from asyncmig._pgserver import find_bindir
 
+from .migtree import catalog_snapshot
+
 pytestmark = pytest.mark.anyio
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -184,53 +186,7 @@ async def _visible_ids(c: asyncpg.Connection) -> set[uuid.UUID]:
     return {r["id"] for r in await c.fetch("SELECT id FROM users")}
 
 
-_SYSTEM = "n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'"
-_SNAPSHOT_QUERIES = {
-    "schemas": f"SELECT n.nspname || ' ' || coalesce(n.nspacl::text, '') FROM pg_namespace n "
-    f"WHERE {_SYSTEM}",
-    "relations": f"SELECT n.nspname || '.' || c.relname || ' ' || c.relkind::text FROM pg_class c "
-    f"JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {_SYSTEM}",
-    "types": f"SELECT n.nspname || '.' || t.typname FROM pg_type t "
-    f"JOIN pg_namespace n ON n.oid = t.typnamespace WHERE {_SYSTEM}",
-    "functions": "SELECT n.nspname || '.' || p.proname || '(' "
-    "|| pg_get_function_identity_arguments(p.oid) || ')' FROM pg_proc p "
-    f"JOIN pg_namespace n ON n.oid = p.pronamespace WHERE {_SYSTEM}",
-    "indexes": "SELECT indexdef FROM pg_indexes n "
-    "WHERE n.schemaname !~ '^pg_' AND n.schemaname <> 'information_schema'",
-    "policies": "SELECT p.polrelid::regclass::text || ' ' || p.polname FROM pg_policy p",
-    "policy_definitions": "SELECT tablename || ' ' || policyname || ' ' || permissive || ' ' "
-    "|| roles::text || ' ' || cmd || ' ' || coalesce(qual, '-') || ' ' "
-    "|| coalesce(with_check, '-') FROM pg_policies",
-    "row_security": "SELECT n.nspname || '.' || c.relname || ' enable=' || c.relrowsecurity "
-    "|| ' force=' || c.relforcerowsecurity || ' acl=' || coalesce(c.relacl::text, '-') "
-    f"FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {_SYSTEM} "
-    "AND c.relkind IN ('r', 'p')",
-    "function_definitions": "SELECT n.nspname || '.' || p.proname || ' definer=' "
-    "|| p.prosecdef || ' config=' || coalesce(p.proconfig::text, '-') || ' owner=' "
-    "|| p.proowner::regrole::text || ' ' || md5(p.prosrc) FROM pg_proc p "
-    f"JOIN pg_namespace n ON n.oid = p.pronamespace WHERE {_SYSTEM}",
-    "triggers": "SELECT t.tgrelid::regclass::text || ' ' || t.tgname FROM pg_trigger t "
-    "WHERE NOT t.tgisinternal",
-    "extensions": "SELECT extname FROM pg_extension",
-    "event_triggers": "SELECT evtname FROM pg_event_trigger",
-}
-
-
-# asyncmig's own history tables (`_migrations`, `_migrations_log`, `_migration_locks`,
-# their indexes, sequences, row types and trigger) stay after a rollback, by design.
-_BOOKKEEPING = re.compile(r"(?:^|[.\s])_{1,2}migration")
-
-
-async def catalog_snapshot(dsn: str) -> dict[str, list[str]]:
-    """Everything a migration can leave behind, as sorted text, for before/after equality."""
-    c = await asyncpg.connect(dsn)
-    try:
-        return {
-            kind: sorted(r[0] for r in await c.fetch(query) if not _BOOKKEEPING.search(r[0]))
-            for kind, query in _SNAPSHOT_QUERIES.items()
-        }
-    finally:
-        await c.close()
+# catalog_snapshot: the shared one of tests/migtree.py
 
 
 # --- files on disk (no server) -----------------------------------------------------------
