@@ -526,16 +526,16 @@ class Migrator:
     async def seed(
         self, *, environment: str | None = None, on_event: EventCallback | None = None
     ) -> tuple[str, ...]:
-        """Run ``seeds/*.sql`` (then ``seeds/<environment>/*.sql``) in one transaction."""
+        """Run ``seeds/*.sql`` (then ``seeds/<environment>/*.sql``) in one transaction,
+        through the runner (:mod:`asyncmig.seeds`)."""
+        from .seeds import load_seeds, run_seeds
+
         emit = self._emitter(on_event)
         env = environment or self.config.environment
-        files, loaded = await anyio.to_thread.run_sync(_seed_files, self.config.seeds_dir, env)
-        async with self._connection() as conn, conn.transaction():
-            for sql in loaded:
-                for st in sql.statements:
-                    await conn.execute(st.text)
-                await emit(Message(level="info", text=f"seeded {sql.path}"))
-        return tuple(str(f) for f in files)
+        files = await anyio.to_thread.run_sync(load_seeds, self.config.seeds_dir, env)
+        async with self._connection() as conn:
+            await run_seeds(conn, self.history, files, emit)
+        return tuple(str(f.path) for f in files)
 
 
 class _Checker:
@@ -559,16 +559,6 @@ class _Checker:
 def _check_all(files: Sequence[SqlFile]) -> None:
     for f in files:
         f.check()
-
-
-def _seed_files(seeds_dir: Path, env: str | None) -> tuple[list[Path], list[SqlFile]]:
-    from .loader import load_sql_file
-
-    base = Path(seeds_dir)
-    files = sorted(base.glob("*.sql"))
-    if env and (base / env).is_dir():
-        files += sorted((base / env).glob("*.sql"))
-    return files, [load_sql_file(f) for f in files]
 
 
 def _parse_stored(text: str, label: str) -> SqlFile:

@@ -277,6 +277,24 @@ class Runner:
                 )
             )  # fmt: skip
 
+    async def run_file(self, sql: SqlFile) -> None:
+        """Run a seed file in the transaction its caller began (:mod:`asyncmig.seeds`):
+        from a clean session, its directives as ``SET LOCAL``, COPY data, notices; no
+        history. A failure raises the typed error naming the file, line and column."""
+        failure = _Failure()
+        d = sql.directives
+        self._prefix = session.RESET + session.timeouts(
+            d.lock_timeout, d.statement_timeout, local=True
+        )
+        f = _File(0, sql.path.stem, sql.path.name, sql)
+        try:
+            await self._run_statements(f, 0, failure)
+            await self._flush_prefix()
+        except Exception as exc:
+            error = self._typed_error(exc, f, failure)
+            assert error is not None  # None only for a cancellation, not an Exception
+            raise error from exc
+
     # -- the transactional unit -------------------------------------------------------
 
     async def _unit(
