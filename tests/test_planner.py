@@ -20,6 +20,7 @@ from asyncmig.errors import (
 from asyncmig.loader import Directives, Migration, MigrationSet, SqlFile
 from asyncmig.models import HistoryRow
 from asyncmig.planner import check, plan_migrate, plan_rollback
+from asyncmig.status import build_status, history_issues
 
 
 def sql(name: str, checksum: str = "c", transactional: bool = True) -> SqlFile:
@@ -266,3 +267,23 @@ def test_atomic_refuses_a_no_transaction_file_in_the_plan() -> None:
         plan_migrate(ms, {1: row(1)}, steps=2, atomic=True)
     rows = {1: row(1), 2: row(2), 3: row(3, "running", transactional=False, done=1)}
     assert versions(plan_migrate(ms, rows, atomic=True, locked=False)) == [3]
+
+
+def test_status_and_validate_derive_from_check() -> None:
+    """status marks each version with check()'s codes (modified, missing file) and counts
+    failed and running versions as pending; validate reports exactly check()'s issues."""
+    ms = mset(mig(1), mig(2, "new"), mig(4, tx=False), mig(5))
+    rows = {
+        2: row(2, checksum="old"), 3: row(3),
+        4: row(4, "running", transactional=False, done=1), 5: row(5, "failed"),
+    }  # fmt: skip
+    report = build_status(ms, rows, "public")
+    by = {v.version: v for v in report.versions}
+    assert by[2].modified and by[3].missing_file and not by[3].on_disk
+    assert by[1].issues == ("out_of_order",) and by[4].issues == ("resume_required",)
+    assert [(v.version, v.state) for v in report.pending] == [
+        (1, "pending"), (4, "running"), (5, "failed"),
+    ]  # fmt: skip
+    assert [(i.version, i.code) for i in history_issues(ms, rows)] == [
+        (i.version, i.code) for i in check(ms, rows)
+    ]

@@ -16,7 +16,7 @@ import pytest
 
 import asyncmig
 from asyncmig.cli import run
-from asyncmig.events import Event, LockWaiting, StatementStarted
+from asyncmig.events import Event, LockWaiting, Message, StatementStarted
 from asyncmig.history import History
 from asyncmig.loader import load_migrations
 from asyncmig.lock import lock_key
@@ -228,3 +228,19 @@ async def test_a_failed_migration_is_pending_for_wait_and_status_exit_code(
     assert code == 6
     status = await m(dsn, tmp_path).status()
     assert [(v.version, v.state) for v in status.pending] == [(2, "failed")]
+
+
+async def test_dry_run_lists_an_interrupted_migration_with_a_warning(
+    dsn: str, tmp_path: Path
+) -> None:
+    """A dry run (no lock) does not judge a half-done no-transaction migration: it lists
+    the version as planned and warns that a real run decides under the lock."""
+    write_tree(tmp_path, {"001_nt.sql": "-- asyncmig: no-transaction\nCREATE TABLE a (id int);\n"
+                          "INSERT INTO missing VALUES (1);\n"})  # fmt: skip
+    with pytest.raises(asyncmig.MigrationError):
+        await m(dsn, tmp_path).migrate()
+    events: list[Event] = []
+    report = await m(dsn, tmp_path).migrate(dry_run=True, on_event=events.append)
+    assert report.planned == (1,) and report.dry_run
+    warnings = [e.text for e in events if isinstance(e, Message) and e.level == "warning"]
+    assert any("stopped after statement 1 of 2" in w and "under the lock" in w for w in warnings)

@@ -289,7 +289,7 @@ class Migrator:
             pending = ahead.steps
             if dry_run:
                 for issue in ahead.unsettled:
-                    text = issue.message + "; a real run judges it once it holds the lock"
+                    text = issue.message + "; a real run decides under the lock (--resume)"
                     await emit(Message(level="warning", text=text))
             if not pending or dry_run:
                 await emit(RunStarted(operation="migrate", plan=_plan_items(pending),
