@@ -47,6 +47,11 @@
 --   log is append-only for everyone subject to RLS (retention jobs run as a role with
 --   BYPASSRLS). Application roles still need GRANT SELECT ON users_audit to read it;
 --   no role gets INSERT.
+-- * FORCE also reaches pg_dump: a dump of users_audit taken as the (non-superuser)
+--   owner fails ("query would be affected by row-level security policy"). Dump as a
+--   superuser or a role with BYPASSRLS; pg_dump --enable-row-security would silently
+--   dump only the rows the policies show. A restore is unaffected: pg_dump enables
+--   RLS after the data is loaded.
 -- * users is not FORCEd: 001 has no INSERT or DELETE policy, so forcing it would stop
 --   the owner creating and deleting accounts (seeds, sign-up, erasure). Its escalation
 --   hole is closed by the trigger, which holds for the owner anyway.
