@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import socket
 import time
 from typing import TypeAlias
 from urllib.parse import unquote, urlsplit
@@ -14,18 +15,30 @@ from asyncpg.pool import PoolConnectionProxy
 from .config import Config, redact_dsn
 from .errors import ConfigError, ConnectionPoolingError, DatabaseUnreachableError
 
-__all__ = ["Conn", "check_direct", "open_connection", "scrub"]
+__all__ = ["Conn", "check_direct", "client_keepalive", "open_connection", "scrub"]
 
 # The run's connection: its own, or one taken from the caller's pool.
 Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
 
-# Server-side keepalives: the server notices a vanished client (killed pod, lost node)
-# within about 25 s and ends its session, which frees the advisory lock.
+# Keepalives on both ends of every TCP connection asyncmig opens: after 10 s of silence,
+# a probe every 5 s, given up after 3 unanswered (about 25 s in all).
+# Server side: the server notices a vanished client (killed pod, lost node) and ends its
+# session, which frees the advisory lock. Client side: a statement waiting on a peer
+# that vanished fails instead of waiting forever (TCP_USER_TIMEOUT does the same for
+# data the peer never acknowledges).
 _SERVER_SETTINGS = {
     "tcp_keepalives_idle": "10",
     "tcp_keepalives_interval": "5",
     "tcp_keepalives_count": "3",
 }
+# PostgreSQL 14+ (Linux, macOS, BSD): a backend busy with a long statement checks this
+# often whether its client is still there, and if not, cancels the statement, rolls back
+# and exits, so a run that stopped (or a vanished client) frees the lock within seconds
+# instead of when the statement would have ended. Left out where the server refuses it.
+_CHECK_CLIENT = "client_connection_check_interval"
+_CHECK_CLIENT_EVERY = "2s"
+_CLIENT_KEEPALIVE = {"TCP_KEEPIDLE": 10, "TCP_KEEPINTVL": 5, "TCP_KEEPCNT": 3}
+_CLIENT_USER_TIMEOUT_MS = 25_000
 
 # Errors worth retrying while waiting for a database that is still starting.
 _TRANSIENT: tuple[type[BaseException], ...] = (
@@ -74,16 +87,22 @@ async def open_connection(
             "database_url in asyncmig.toml"
         )
     app = config.application_name + (f" {purpose}" if purpose else "")
-    settings: dict[str, str] = {"application_name": app, **_SERVER_SETTINGS}
+    settings: dict[str, str] = {
+        "application_name": app,
+        **_SERVER_SETTINGS,
+        _CHECK_CLIENT: _CHECK_CLIENT_EVERY,
+    }
     deadline = time.monotonic() + max(config.wait_for_db, 0.0)
     delay = 0.2
     attempt = 0
     while True:
         attempt += 1
         try:
-            return await asyncpg.connect(
+            conn = await asyncpg.connect(
                 dsn, server_settings=settings, timeout=config.connect_timeout
             )
+            client_keepalive(conn)
+            return conn
         except _TRANSIENT as exc:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -96,6 +115,10 @@ async def open_connection(
             await anyio.sleep(min(remaining, delay * random.uniform(0.7, 1.3)))
             delay = min(delay * 2, 5.0)
         except asyncpg.PostgresError as exc:
+            if _CHECK_CLIENT in str(exc) and _CHECK_CLIENT in settings:
+                del settings[_CHECK_CLIENT]  # PostgreSQL 13, or a platform without it
+                attempt -= 1
+                continue
             if "unsupported startup parameter" in str(exc):
                 raise ConnectionPoolingError(
                     f"{redact_dsn(dsn)} looks like a connection pooler (it refused the "
@@ -110,6 +133,28 @@ async def open_connection(
             raise ConfigError(
                 f"invalid database URL {redact_dsn(dsn)}: {scrub(str(exc), dsn)}"
             ) from None
+
+
+def client_keepalive(conn: Conn) -> bool:
+    """Enable TCP keepalives (and a user timeout) on the client's socket; False when
+    the connection is not TCP (a Unix socket needs none). asyncpg has no option for
+    it, so the socket is taken from the connection's transport."""
+    transport = getattr(conn, "_transport", None)
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return False
+    options = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
+    for name, value in _CLIENT_KEEPALIVE.items():
+        if hasattr(socket, name):  # Linux, recent macOS
+            options.append((socket.IPPROTO_TCP, getattr(socket, name), value))
+    if hasattr(socket, "TCP_USER_TIMEOUT"):  # Linux
+        options.append((socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, _CLIENT_USER_TIMEOUT_MS))
+    try:
+        for level, option, value in options:
+            sock.setsockopt(level, option, value)
+    except OSError:  # a platform without one of them: the others still help
+        return False
+    return True
 
 
 async def check_direct(conn: Conn) -> int:

@@ -24,7 +24,8 @@ leaked, and kept as ``__cause__``::
     ├── PendingTimeoutError                6  `wait`: still pending at its deadline
     ├── LockError                          4
     │   ├── LockTimeoutError                  not acquired in time (names the holder)
-    │   └── LockLostError                     lock or its connection gone mid-run
+    │   ├── LockLostError                     lock or its connection gone mid-run
+    │   └── LockTerminateDeniedError          may not end the holder (names the statement)
     ├── DatabaseUnreachableError           5  cannot connect (password never shown)
     ├── ConnectionPoolingError             2  not a direct connection (PgBouncer)
     ├── MigrationError                     1  a statement failed; migration rolled back
@@ -234,6 +235,16 @@ class LockTimeoutError(LockError):
 
 class LockLostError(LockError):
     """The lock or its dedicated connection disappeared during a run."""
+
+
+class LockTerminateDeniedError(LockError):
+    """``unlock --force``: this role may not terminate the lock holder's backend;
+    ``statement`` is what an administrator can run."""
+
+    def __init__(self, message: str, *, backend_pid: int, statement: str) -> None:
+        self.backend_pid = backend_pid
+        self.statement = statement
+        super().__init__(message)
 
 
 class DatabaseUnreachableError(AsyncmigError):

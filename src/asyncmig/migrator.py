@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,7 +33,6 @@ from .errors import (
     AsyncmigError,
     ConfigError,
     LockHolder,
-    LockLostError,
     PendingTimeoutError,
     ResumeRequiredError,
 )
@@ -41,10 +40,6 @@ from .events import (
     Emitter,
     Event,
     EventCallback,
-    LockAcquired,
-    LockReclaimed,
-    LockReleased,
-    LockWaiting,
     Message,
     PlanItem,
     RunFinished,
@@ -54,7 +49,16 @@ from .events import (
 )
 from .history import History, HistoryRow
 from .loader import MigrationSet, SqlFile, load_migrations, parse_sql_text, scan_migrations
-from .lock import LockKey, Progress, acquire, heartbeat_loop, holder_backend_pid, lock_key, release
+from .lock import (
+    LockKey,
+    LockPolicy,
+    Progress,
+    SideConnection,
+    current_holder,
+    hold,
+    lock_key,
+    reclaim_by_hand,
+)
 from .planner import (
     MigratePlan,
     MigrateStep,
@@ -171,7 +175,11 @@ class Migrator:
             return await self.pool.acquire()
         return await open_connection(self.config.with_(wait_for_db=0.0), purpose="heartbeat")
 
-    async def _release_extra(self, conn: Conn) -> None:
+    async def _release_extra(self, conn: Conn, broken: bool = False) -> None:
+        """Give the heartbeat's connection back; a ``broken`` one (failed or hung) is
+        ended at once, never reused or closed politely over a dead socket."""
+        if broken:
+            conn.terminate()
         if self.pool is not None and isinstance(conn, PoolConnectionProxy):
             await self.pool.release(conn)
             return
@@ -190,65 +198,12 @@ class Migrator:
     def _load(self, lazy: bool = False) -> MigrationSet:
         return load_migrations(self.config.sql_dir, self.config.rollback_dir, lazy=lazy)
 
-    @asynccontextmanager
-    async def _locked(
+    def _locked(
         self, conn: Conn, emit: Callable[[Event], Awaitable[None]]
-    ) -> AsyncIterator[Progress]:
-        """Hold the lock for the body; heartbeat + watchdog run beside it."""
-
-        async def on_wait(holder: LockHolder | None, waited: float) -> None:
-            await emit(LockWaiting(holder=holder, waited_s=round(waited, 3)))
-
-        async def on_reclaim(holder: LockHolder, age: float) -> None:
-            await emit(LockReclaimed(holder=holder, heartbeat_age_s=round(age, 3)))
-
-        waited = await acquire(
-            conn, self.key, self.history, timeout=self.config.lock_timeout,
-            stale_after=self.config.stale_after, on_wait=on_wait, on_reclaim=on_reclaim,
-        )  # fmt: skip
-        t_lock = time.monotonic()
-        backend_pid = conn.get_server_pid()
-        progress = Progress()
-        try:
-            await emit(LockAcquired(waited_s=round(waited, 3), backend_pid=backend_pid))
-            await self.history.ensure(conn)
-            await self.history.publish_holder(conn)
-            body_error: Exception | None = None
-            async with anyio.create_task_group() as tg:
-                body_scope = anyio.CancelScope()
-
-                def on_lost(reason: str) -> None:
-                    body_scope.cancel()
-
-                tg.start_soon(
-                    heartbeat_loop, self._connect_extra, self._release_extra, self.key,
-                    self.history, backend_pid,
-                    progress, self.config.heartbeat_interval, on_lost,
-                )  # fmt: skip
-                try:
-                    with body_scope:
-                        yield progress
-                except Exception as exc:  # re-raised below, outside the task group
-                    body_error = exc
-                finally:
-                    tg.cancel_scope.cancel()
-            if progress.lost and not isinstance(body_error, LockLostError):
-                raise LockLostError(
-                    f"lost the migration lock: {progress.lost_reason or 'connection gone'}"
-                    f"; the running migration was rolled back by the server"
-                ) from body_error
-            if body_error is not None:
-                raise body_error
-        finally:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(5) as scope:
-                try:
-                    await release(conn, self.key, self.history)
-                except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
-                    conn.terminate()  # ending the session frees the lock
-            if scope.cancelled_caught:
-                conn.terminate()
-            with anyio.CancelScope(shield=True):
-                await emit(LockReleased(held_s=round(time.monotonic() - t_lock, 3)))
+    ) -> AbstractAsyncContextManager[Progress]:
+        """Hold the lock for the body; heartbeat, watchdog and fence run beside it."""
+        side = SideConnection(self._connect_extra, self._release_extra)
+        return hold(conn, self.key, self.history, LockPolicy.of(self.config), side, emit)
 
     # -- migrate ----------------------------------------------------------------------
 
@@ -474,37 +429,15 @@ class Migrator:
 
     async def lock_holder(self) -> LockHolder | None:
         async with self._connection() as conn:
-            pid = await holder_backend_pid(conn, self.key)
-            if pid is None:
-                return None
-            published = await self.history.holder(conn)
-            if published is not None and published.backend_pid == pid:
-                return published
-            return LockHolder(backend_pid=pid)
+            return await current_holder(conn, self.key, self.history)
 
     async def unlock(self, *, force: bool = False) -> LockHolder | None:
-        """The current holder; with ``force``, terminate its backend and log it."""
+        """The current holder; with ``force``, terminate its backend (only if it still
+        holds this lock) and log it. Raises LockTerminateDeniedError if not allowed."""
         async with self._connection() as conn:
-            pid = await holder_backend_pid(conn, self.key)
-            if pid is None:
-                return None
-            published = await self.history.holder(conn)
-            holder = (
-                published
-                if published is not None and published.backend_pid == pid
-                else LockHolder(backend_pid=pid)
-            )
             if force:
-                await conn.fetchval("SELECT pg_terminate_backend($1)", pid)
-                if await self.history.exists(conn):
-                    import json
-
-                    await self.history.log(
-                        conn, "unlock", version=holder.version,
-                        detail=json.dumps({"terminated_backend_pid": pid,
-                                           "holder": holder.to_dict()}),
-                    )  # fmt: skip
-            return holder
+                return await reclaim_by_hand(conn, self.key, self.history)
+            return await current_holder(conn, self.key, self.history)
 
     async def wait(self, *, timeout: float, poll_interval: float = 1.0) -> StatusReport:
         """Block until nothing is pending (for replicas that must not migrate)."""
