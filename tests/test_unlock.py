@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import anyio
 import asyncpg
 import pytest
 
@@ -85,10 +86,10 @@ async def test_unlock_force_without_the_right_to_terminate_names_the_statement(
         assert statement in str(info.value) and info.value.exit_code == 4
         env = {k: v for k, v in os.environ.items() if not k.startswith(("ASYNCMIG_", "PG"))}
         env.pop("DATABASE_URL", None)
-        proc = subprocess.run(
+        proc = await anyio.to_thread.run_sync(lambda: subprocess.run(
             [str(ASYNCMIG), "--json", "--database-url", weak_dsn, "unlock", "--force"],
             capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path,
-        )  # fmt: skip
+        ))  # fmt: skip
         assert proc.returncode == 4, (proc.stdout, proc.stderr)
         errors = [json.loads(ln) for ln in proc.stdout.splitlines() if '"error"' in ln]
         assert errors and statement in errors[-1]["message"], proc.stdout
