@@ -113,22 +113,60 @@ _IDENT_CHAR = r"[^\x00-\x23\x25-\x2f\x3a-\x40\x5b-\x5e\x60\x7b-\x7f]"  # also 0-
 _TAG_CHAR = r"[^\x00-\x2f\x3a-\x40\x5b-\x5e\x60\x7b-\x7f]"  # as _IDENT_CHAR, without $
 _ASCII_IDENT = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_$")
 
-# A parenthesised group (at most one level of nested parentheses) without comments,
-# dollar quotes, escape strings or backslashes: consumed in one match, depth unchanged;
-# a row of a multi-row INSERT, with its now(), is one match. Anything else in it makes
-# this alternative fail and the scanner falls back to the single "(".
-_IN_GROUP = r"[^'\"$()\\\-/]++|(?<![Ee])'[^']*+'|\"[^\"]*+\"|-(?!-)|/(?!\*)"
-_GROUP = rf"\((?:{_IN_GROUP}|\((?:{_IN_GROUP})*+\))*+\)"
-# Every alternative starts with a literal character, so the regex engine can skip
-# uninteresting characters without trying each alternative.
-_COMMON = r"|\(|\)|\"[^\"]*+\"|\"|;|\$|\\|--[^\n\r]*+|/\*"
-_WORDS = rf"|(?<!{_IDENT_CHAR})(?i:begin|case|end)(?!{_IDENT_CHAR})"
-_SCAN_STD = re.compile(_GROUP + r"|'[^']*+'|'" + _COMMON)
-_SCAN_STD_FN = re.compile(_GROUP + r"|'[^']*+'|'" + _COMMON + _WORDS)
-# standard_conforming_strings off: every "'" is looked at (plain strings take escapes).
-_SCAN_EXT = re.compile(r"'" + _COMMON)
-_SCAN_EXT_FN = re.compile(r"'" + _COMMON + _WORDS)
+_NOT_IDENT = r"[\x00-\x23\x25-\x2f\x3a-\x40\x5b-\x5e\x60\x7b-\x7f]"  # what ends a word
 
+# The scanner alternates between two steps: a "run" regex consumes everything that cannot
+# change its state, then the state machine in _scan looks at the one character the run
+# stopped at. A run takes, in one match, ordinary characters, whole literals, whole
+# quoted identifiers, and whole parenthesised groups (nested up to _GROUP_DEPTH) that
+# hold nothing else: a multi-row INSERT is typically one match up to its ";". Each
+# level is written "unrolled" (plain* (special plain*)*), which makes the regex engine
+# loop once per literal instead of once per literal and once per gap.
+#
+# Strings: a literal is consumed only where its kind is certain from the characters just
+# before its opening quote (a lookbehind); everywhere else the run stops at the quote and
+# _scan decides with _token_starts_at. With standard_conforming_strings on, a "'" not
+# preceded by E/e opens a plain string, and E/e preceded by a non-identifier character
+# opens an escape string. With it off, a quote preceded by a non-identifier character
+# other than "&" (U&'…' is plain) opens an escape string too. '' and "" doubling is
+# consumed inside the literal.
+_PLAIN_BODY = r"[^']*+(?:''[^']*+)*+'"
+_ESC_BODY = r"[^'\\]*+(?:(?:\\.|'')[^'\\]*+)*+'"
+_STRINGS_STD = rf"'(?<![Ee]'){_PLAIN_BODY}|'(?<={_NOT_IDENT}[Ee]'){_ESC_BODY}"
+_STRINGS_EXT = (
+    rf"'(?<=[\x00-\x23\x25\x27-\x2f\x3a-\x40\x5b-\x5e\x60\x7b-\x7f]'){_ESC_BODY}"
+    rf"|'(?<={_NOT_IDENT}[Ee]'){_ESC_BODY}"
+)
+# Quoted identifiers, and "-" and "/" that start no comment.
+_OTHERS = r"""|"[^"]*+"(?:"[^"]*+")*+|-(?!-)|/(?!\*)"""
+_GROUP_DEPTH = 3
+
+
+def _run_pattern(strings: str, words: bool) -> re.Pattern[str]:
+    """The run regex for a string mode; with ``words``, stop at BEGIN/CASE/END too."""
+    group = r"(?!)"  # the innermost level: no group
+    inner = r"""[^'"$()\\\-/]*+"""  # ";" does not end a statement inside parentheses
+    for _ in range(_GROUP_DEPTH):
+        group = rf"\({inner}(?:(?:{strings}{_OTHERS}|{group}){inner})*+\)"
+    if words:
+        # Identifier characters are consumed a whole word at a time, so a keyword is
+        # recognised only where no identifier character precedes it.
+        plain = (
+            r"(?:[\x00-\x21\x23\x25\x26\x2a-\x2c\x2e\x3a\x3c-\x40\x5b\x5d\x5e\x60\x7b-\x7f]++"
+            rf"|(?!(?<!{_IDENT_CHAR})(?i:begin|case|end)(?!{_IDENT_CHAR})){_TAG_CHAR}++)*+"
+        )
+    else:
+        plain = r"""[^'"$()\\\-/;]*+"""
+    return re.compile(rf"{plain}(?:(?:{strings}{_OTHERS}|{group}){plain})*+", re.DOTALL)
+
+
+_RUN_STD = _run_pattern(_STRINGS_STD, words=False)
+_RUN_STD_FN = _run_pattern(_STRINGS_STD, words=True)
+_RUN_EXT = _run_pattern(_STRINGS_EXT, words=False)
+_RUN_EXT_FN = _run_pattern(_STRINGS_EXT, words=True)
+_KEYWORD = re.compile(r"(?i:begin|case|end)")
+_LINE_COMMENT = re.compile(r"--[^\n\r]*+")
+_QUOTED_IDENT = re.compile(r'"[^"]*+"')
 _STD_STRING = re.compile(r"'[^']*+'")
 _ESC_STRING = re.compile(r"'(?:[^'\\]++|\\.|'')*+'", re.DOTALL)
 _DOLLAR_TAG = re.compile(rf"\$(?:{_IDENT_START}{_TAG_CHAR}*+)?\$")
@@ -473,9 +511,10 @@ def split_statements(text: str, *, path: str | os.PathLike[str] | None = None) -
         )
         end, pos = _scan(text, start, std_strings, function, path)
 
+        # Lines are counted incrementally: each character is looked at once, by str.count.
         line_no += text.count("\n", line_pos, start)
-        line_pos = start
         column = start - text.rfind("\n", 0, start)
+        end_line = line_no + text.count("\n", start, end - 1)
         stmt_text = text[start:end]
         keyword = _keyword(words)
         copy = keyword == "COPY" and _copy_from_stdin(stmt_text)
@@ -488,7 +527,7 @@ def split_statements(text: str, *, path: str | os.PathLike[str] | None = None) -
                 line_no,
                 column,
                 start,
-                line_no + stmt_text.count("\n", 0, len(stmt_text) - 1),
+                end_line,
                 keyword in _TRANSACTION_CONTROL,
                 _no_transaction(keyword, words, stmt_text),
                 copy,
@@ -496,6 +535,7 @@ def split_statements(text: str, *, path: str | os.PathLike[str] | None = None) -
                 keyword,
             )
         )
+        line_no, line_pos = end_line, end - 1
         if keyword in ("SET", "RESET"):
             std_strings = _standard_strings_after(keyword, stmt_text, std_strings)
 
@@ -523,37 +563,40 @@ def _scan(
     function: bool,
     path: str | os.PathLike[str] | None,
 ) -> tuple[int, int]:
-    """Scan one statement from its first token: (end of its text, where to go on)."""
+    """Scan one statement from its first token: (end of its text, where to go on).
+
+    Each turn, the run regex skips what cannot change the state; the character it stops
+    at is then one of ``; ( ) ' " $ -- /* \\`` or, in a CREATE FUNCTION|PROCEDURE
+    statement, the start of BEGIN/CASE/END.
+    """
     if std_strings:
-        search = (_SCAN_STD_FN if function else _SCAN_STD).search
+        run = (_RUN_STD_FN if function else _RUN_STD).match
     else:
-        search = (_SCAN_EXT_FN if function else _SCAN_EXT).search
+        run = (_RUN_EXT_FN if function else _RUN_EXT).match
+    n = len(text)
     opened: list[int] = []  # positions of "(" not yet closed
     comments: list[tuple[int, int]] = []
     atomic = 0
     atomic_at = -1
     lo = start  # a position where psql's lexer is known to start a token
-    p = start
+    s = start
     while True:
-        m = search(text, p)
-        if m is None:
+        s = run(text, s).end()  # type: ignore[union-attr]  # always matches
+        if s >= n:
             break
-        s = m.start()
-        e = m.end()
         c = text[s]
         if c == ";":
+            s = lo = s + 1
             if not opened and not atomic:
-                return e, e
-            p = lo = e
-        elif c == "(":
-            if e - s == 1:
-                opened.append(s)
-            p = lo = e
+                return s, s
+        elif c == "(":  # a group the run could not take whole
+            opened.append(s)
+            s = lo = s + 1
         elif c == ")":
             if opened:
                 opened.pop()
-            p = lo = e
-        elif c == "'":
+            s = lo = s + 1
+        elif c == "'":  # a literal whose kind depends on the token before it
             kind = ""
             if s > lo:
                 before = text[s - 1]
@@ -566,26 +609,19 @@ def _scan(
                     and _token_starts_at(text, lo, s - 2)
                 ):
                     kind = "U"
-            if kind == "E" or (not std_strings and kind in ("", "N")):
-                e = _string_end(text, s, True, path)
-            elif e - s == 1:
-                e = _string_end(text, s, False, path)
-            p = lo = e
-        elif c == '"':
-            if e - s == 1:
-                raise _error(
-                    f"unterminated quoted identifier opened at {_opened_at(text, s)}",
-                    text,
-                    s,
-                    path,
-                )
-            p = lo = e
+            escapes = kind == "E" or (not std_strings and kind in ("", "N"))
+            s = lo = _string_end(text, s, escapes, path)
+        elif c == '"':  # the run takes every closed one
+            raise _error(
+                f"unterminated quoted identifier opened at {_opened_at(text, s)}", text, s, path
+            )
         elif c == "$":
-            p = e
             if s > lo and _is_ident_char(text[s - 1]) and not _token_starts_at(text, lo, s):
+                s += 1  # inside a word: a$b
                 continue
             dm = _DOLLAR_TAG.match(text, s)
-            if dm is None:
+            if dm is None:  # a parameter $1 or a lone $
+                s += 1
                 continue
             tag = dm.group()
             close = text.find(tag, dm.end())
@@ -596,17 +632,18 @@ def _scan(
                     s,
                     path,
                 )
-            p = lo = close + len(tag)
-        elif c == "-":
+            s = lo = close + len(tag)
+        elif c == "-":  # the run takes every "-" that starts no comment
+            e = _LINE_COMMENT.match(text, s).end()  # type: ignore[union-attr]
             comments.append((s, e))
-            p = lo = e
-        elif c == "/":
+            s = lo = e
+        elif c == "/":  # likewise "/*"
             e = _skip_block_comment(text, s, path)
             comments.append((s, e))
-            p = lo = e
+            s = lo = e
         elif c == "\\":
-            m2 = _META.match(text, s)
-            name = m2.group(1) if m2 else ""
+            m = _META.match(text, s)
+            name = m.group(1) if m else ""
             line, _ = _line_col(text, s)
             raise _error(
                 f"psql meta-command \\{name} at line {line} is not supported in migrations; "
@@ -616,24 +653,25 @@ def _scan(
                 path,
             )
         else:  # BEGIN / CASE / END in a CREATE FUNCTION|PROCEDURE statement
-            p = lo = e
+            e = _KEYWORD.match(text, s).end()  # type: ignore[union-attr]
+            word = text[s:e].lower()
             if opened:
+                s = lo = e
                 continue
-            word = m.group().lower()
             if word == "begin":
                 am = _ATOMIC.match(text, _skip_space(text, e, path))
                 if am is not None:
                     if not atomic:
                         atomic_at = s
                     atomic += 1
-                    p = lo = am.end()
+                    e = am.end()
             elif word == "case":
                 if atomic:
                     atomic += 1
             elif atomic:
                 atomic -= 1
+            s = lo = e
 
-    n = len(text)
     if atomic:
         raise _error(
             f"unterminated BEGIN ATOMIC body opened at {_opened_at(text, atomic_at)}",
