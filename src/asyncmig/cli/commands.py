@@ -25,7 +25,7 @@ Yes = Annotated[bool, Parameter(name=("--yes", "-y"))]
 
 def register(app: App) -> None:
     for fn in (migrate, rollback, status, validate, create, reset, seed, dump, restore,
-               unlock, wait):  # fmt: skip
+               unlock, wait, verify_rollbacks):  # fmt: skip
         app.command(fn)
 
 
@@ -259,3 +259,17 @@ def wait(*, timeout: str = "5min", interval: str = "1s", ctx: Ctx) -> int:
         current_version=current,
     )  # fmt: skip
     return 0
+
+
+def verify_rollbacks(*, ctx: Ctx) -> int:
+    """For each migration in order, in a throwaway database: snapshot the catalog, apply,
+    roll back, compare, apply again. Exit 3 naming the first rollback that does not
+    restore the catalog (and any that fails, or after which the migration cannot be
+    applied again). The database URL only names the server (the role needs CREATEDB);
+    without one, an embedded server is started.
+    """
+    from ..testing.cli import verify
+
+    report = verify(ctx.settings.config)
+    ctx.renderer.result("rollbacks", report.summary(), **report.to_dict())
+    return 0 if report.ok else 3
