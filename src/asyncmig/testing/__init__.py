@@ -62,7 +62,7 @@ async def database(
     """
     import anyio
 
-    from .templates import clone_database, database_dsn, drop_database, test_database_prefix
+    from .templates import clone_database, database_dsn, drop_database, per_test_prefix
 
     config = (config or load_config(Path.cwd())).with_(**overrides)
     server_dsn = server_dsn or os.environ.get(ENV_DSN)
@@ -78,7 +78,7 @@ async def database(
         template = await ensure_template(server_dsn, config, target=version)
         admin = await asyncpg.connect(server_dsn)
         try:
-            name = await clone_database(admin, template.name, prefix=test_database_prefix(config))
+            name = await clone_database(admin, template.name, prefix=per_test_prefix(config))
             try:
                 yield database_dsn(server_dsn, name)
             finally:

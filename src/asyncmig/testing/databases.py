@@ -28,7 +28,7 @@ from .templates import (
     database_dsn,
     drop_database,
     ensure_template,
-    test_database_prefix,
+    per_test_prefix,
 )
 
 __all__ = ["DatabaseFactory", "load_config"]
@@ -82,7 +82,7 @@ class DatabaseFactory:
         self.config = config
         self.spares = max(0, spares)
         self.seeds = seeds
-        self.prefix = test_database_prefix(config)
+        self.prefix = per_test_prefix(config)
         self.templates: dict[int | None, Template] = {}
         self._live: set[str] = set()
         self._loop = asyncio.new_event_loop()

@@ -54,10 +54,10 @@ __all__ = [
     "database_dsn",
     "drop_database",
     "ensure_template",
+    "per_test_prefix",
     "project_key",
     "set_hash",
     "template_name",
-    "test_database_prefix",
 ]
 
 TEMPLATE_PREFIX = "asyncmig_tpl_"
@@ -115,7 +115,7 @@ def template_name(config: Config, target: int | None = None) -> str:
     return f"{TEMPLATE_PREFIX}{project_key(config)}_{set_hash(config)}_{tail}"
 
 
-def test_database_prefix(config: Config) -> str:
+def per_test_prefix(config: Config) -> str:
     return f"{TEST_PREFIX}{project_key(config)}_"
 
 
