@@ -272,3 +272,60 @@ def test_generated_cases_match_psql(pg: TestPg, dsn: str, probe: Probe, tmp_path
     for i, (a, b) in enumerate(zip(mine, theirs, strict=False)):
         assert a == b, f"statement {i} differs"
     assert len(mine) == len(theirs)
+
+
+# ------------------------------------------------------------------ generated dense rows
+
+# Values of a pg_dump --inserts style row: every literal kind, literals whose kind only
+# the token before them decides (xe'…' is an identifier and a plain string; '…'E'…' and
+# $$…$$E'…' are two literals), and what makes a row more than one scanner step:
+# comments, dollar quotes, parameters, ";" inside parentheses.
+_VALUES_BOTH = [
+    "1", "-2.5", "NULL", "true", "7 - -1", "8 / 2", "$1", "a$b",
+    "'a;b'", "'it''s; done'", "''''", "''",
+    "E'it\\'s;'", "e'x\\\\'", "E'\\n;\\''", "E''''",
+    "U&'d\\0061t;'", "u&'c\\'", "N'n;'", "B'101'", "X'1f'",
+    '"c;""x"', "$$a;b$$", "$t$ ; $$ $t$", "'x'E'y\\';'", "$$z$$E'w\\';'",
+    "'{\"k\": \"v\\\"(;\", \"a\": [1, {\"b\": null}]}'::jsonb",
+    "now() - interval '1 day;'", "ARRAY['a;', E'b\\'']",
+    "/* c; ( */ 3", "4 -- c; (\n", "(1; 2)",
+]  # fmt: skip
+_VALUES_SCS_ON = [*_VALUES_BOTH, "xe'a\\'", "'C:\\temp\\'"]
+
+
+def _dense_value(rng: random.Random, values: list[str]) -> str:
+    value = rng.choice(values)
+    for _ in range(rng.choice([0, 0, 0, 1, 2, 4, 5])):  # deeper than one run match takes
+        value = f"({value}, {rng.choice(values)})"
+    return value
+
+
+def _dense_insert(rng: random.Random, values: list[str]) -> str:
+    rows = [
+        "(" + ", ".join(_dense_value(rng, values) for _ in range(rng.randint(1, 8))) + ")"
+        for _ in range(rng.randint(1, 6))
+    ]
+    return "INSERT INTO t VALUES\n\t" + ",\n\t".join(rows) + ";\n"
+
+
+def test_generated_dense_rows_match_psql(
+    pg: TestPg, dsn: str, probe: Probe, tmp_path: Path
+) -> None:
+    """psql sends the same statements as asyncmig splits for 300 generated multi-row
+    INSERTs (every literal kind, nested parentheses, comments and dollar quotes inside
+    rows), 200 with standard_conforming_strings on, then 100 with it off."""
+    rng = random.Random(20260511)
+    text = (
+        "".join(_dense_insert(rng, _VALUES_SCS_ON) for _ in range(200))
+        + "SET standard_conforming_strings = off;\n"
+        + "".join(_dense_insert(rng, _VALUES_BOTH) for _ in range(100))
+        + "SET standard_conforming_strings = on;\nSELECT 'end\\';\n"
+    )
+    sql_file = tmp_path / "dense.sql"
+    sql_file.write_bytes(text.encode("utf-8"))
+    mine = _keep([s.text for s in split_statements(text)])
+    theirs = _keep(psql_queries(pg, dsn, probe, sql_file, writable=False))
+    assert len(mine) == 303
+    for i, (a, b) in enumerate(zip(mine, theirs, strict=False)):
+        assert a == b, f"statement {i} differs"
+    assert len(mine) == len(theirs)

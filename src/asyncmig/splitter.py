@@ -62,6 +62,7 @@ of what is left open ("unterminated dollar quote $fn$ opened at 12:5").
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import re
@@ -160,10 +161,12 @@ def _run_pattern(strings: str, words: bool) -> re.Pattern[str]:
     return re.compile(rf"{plain}(?:(?:{strings}{_OTHERS}|{group}){plain})*+", re.DOTALL)
 
 
-_RUN_STD = _run_pattern(_STRINGS_STD, words=False)
-_RUN_STD_FN = _run_pattern(_STRINGS_STD, words=True)
-_RUN_EXT = _run_pattern(_STRINGS_EXT, words=False)
-_RUN_EXT_FN = _run_pattern(_STRINGS_EXT, words=True)
+@functools.cache
+def _run_regex(std_strings: bool, function: bool) -> re.Pattern[str]:
+    """The run regex for one mode, compiled when first needed (~1 ms each)."""
+    return _run_pattern(_STRINGS_STD if std_strings else _STRINGS_EXT, words=function)
+
+
 _KEYWORD = re.compile(r"(?i:begin|case|end)")
 _LINE_COMMENT = re.compile(r"--[^\n\r]*+")
 _QUOTED_IDENT = re.compile(r'"[^"]*+"')
@@ -569,10 +572,7 @@ def _scan(
     at is then one of ``; ( ) ' " $ -- /* \\`` or, in a CREATE FUNCTION|PROCEDURE
     statement, the start of BEGIN/CASE/END.
     """
-    if std_strings:
-        run = (_RUN_STD_FN if function else _RUN_STD).match
-    else:
-        run = (_RUN_EXT_FN if function else _RUN_EXT).match
+    run = _run_regex(std_strings, function).match
     n = len(text)
     opened: list[int] = []  # positions of "(" not yet closed
     comments: list[tuple[int, int]] = []
