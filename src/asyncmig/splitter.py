@@ -25,12 +25,17 @@ psql's lexer (``psqlscan.l``) tracks, and nothing more:
   backslash escapes, as psql does once the server reports the change; ``= on``,
   ``DEFAULT``, ``RESET standard_conforming_strings`` and ``RESET ALL`` switch back.
 
-Speed comes from never looking at ordinary characters: one compiled regular expression
-jumps from one interesting character to the next (``;``, quotes, ``$``, parentheses,
-comment starts, backslash), and consumes a whole parenthesised group without nested
-parentheses (a row of a multi-row ``INSERT``) in one match. Words are looked at only at
-the start of a statement and, in ``CREATE FUNCTION|PROCEDURE`` statements, to find
-``BEGIN ATOMIC``/``CASE``/``END``.
+Speed comes from looking at as few characters as possible in Python: for each
+statement, a compiled "run" regular expression consumes in one match everything that
+cannot change the scanner's state (ordinary characters, whole literals whose kind the
+character before them settles, quoted identifiers, parenthesised groups nested up to
+three deep), so a multi-row ``INSERT`` of a data dump is usually one match up to its
+``;``. The state machine in :func:`_scan` then handles the one character the run stopped
+at (``;``, a quote whose kind depends on the token before it, ``$``, a parenthesis the
+run could not close, a comment, a backslash, or BEGIN/CASE/END in ``CREATE
+FUNCTION|PROCEDURE``). Words are looked at only at the start of a statement and, in
+``CREATE FUNCTION|PROCEDURE`` statements, to find ``BEGIN ATOMIC``/``CASE``/``END``.
+Line numbers are counted incrementally, each character once, by ``str.count``.
 
 Where asyncmig deliberately differs from psql
 --------------------------------------------
@@ -112,9 +117,8 @@ class Statement:
 _IDENT_START = r"[^\x00-\x40\x5b-\x5e\x60\x7b-\x7f]"  # A-Z a-z _ and non-ASCII
 _IDENT_CHAR = r"[^\x00-\x23\x25-\x2f\x3a-\x40\x5b-\x5e\x60\x7b-\x7f]"  # also 0-9 and $
 _TAG_CHAR = r"[^\x00-\x2f\x3a-\x40\x5b-\x5e\x60\x7b-\x7f]"  # as _IDENT_CHAR, without $
+_NOT_IDENT = r"[\x00-\x23\x25-\x2f\x3a-\x40\x5b-\x5e\x60\x7b-\x7f]"  # the complement
 _ASCII_IDENT = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_$")
-
-_NOT_IDENT = r"[\x00-\x23\x25-\x2f\x3a-\x40\x5b-\x5e\x60\x7b-\x7f]"  # what ends a word
 
 # The scanner alternates between two steps: a "run" regex consumes everything that cannot
 # change its state, then the state machine in _scan looks at the one character the run
@@ -151,7 +155,8 @@ def _run_pattern(strings: str, words: bool) -> re.Pattern[str]:
         group = rf"\({inner}(?:(?:{strings}{_OTHERS}|{group}){inner})*+\)"
     if words:
         # Identifier characters are consumed a whole word at a time, so a keyword is
-        # recognised only where no identifier character precedes it.
+        # recognised only where no identifier character precedes it. The first class is
+        # _NOT_IDENT without the characters a run stops at: ' " ( ) \ - / ;
         plain = (
             r"(?:[\x00-\x21\x23\x25\x26\x2a-\x2c\x2e\x3a\x3c-\x40\x5b\x5d\x5e\x60\x7b-\x7f]++"
             rf"|(?!(?<!{_IDENT_CHAR})(?i:begin|case|end)(?!{_IDENT_CHAR})){_TAG_CHAR}++)*+"
@@ -169,7 +174,6 @@ def _run_regex(std_strings: bool, function: bool) -> re.Pattern[str]:
 
 _KEYWORD = re.compile(r"(?i:begin|case|end)")
 _LINE_COMMENT = re.compile(r"--[^\n\r]*+")
-_QUOTED_IDENT = re.compile(r'"[^"]*+"')
 _STD_STRING = re.compile(r"'[^']*+'")
 _ESC_STRING = re.compile(r"'(?:[^'\\]++|\\.|'')*+'", re.DOTALL)
 _DOLLAR_TAG = re.compile(rf"\$(?:{_IDENT_START}{_TAG_CHAR}*+)?\$")
