@@ -41,14 +41,15 @@ import pytest
 
 
 @pytest.fixture
-def sql(asyncmig_dsn):
-    """Run one query in the test's own database (sync tests, no async plugin needed)."""
+def in_db(asyncmig_dsn):
+    """Run ``fn(conn)`` on a connection to the test's own database (sync tests, no
+    async plugin needed)."""
 
-    def run(query, *args):
+    def run(fn):
         async def go():
             conn = await asyncpg.connect(asyncmig_dsn)
             try:
-                return await conn.fetch(query, *args)
+                return await fn(conn)
             finally:
                 await conn.close()
 
@@ -67,23 +68,28 @@ def record(request):
     return write
 '''
 
-TESTS = """
+TESTS = '''
 import pytest
 
 
 @pytest.mark.parametrize("n", range(20))
-def test_sees_only_its_own_rows(n, sql, record):
-    for i in range(n + 1):
-        sql("INSERT INTO items (owner, note) VALUES ($1, $2)", n, f"row {i}")
-    owners = [r["owner"] for r in sql("SELECT owner FROM items")]
-    assert owners == [n] * (n + 1)
-    seeded = sql("SELECT value FROM settings WHERE key = 'site'")
-    assert [r["value"] for r in seeded] == ["example"]
-    log = sql("SELECT version::int AS v, at::text AS at FROM _migrations_log "
-              "WHERE action = 'apply' ORDER BY id")
-    record(database=sql("SELECT current_database() AS d")[0]["d"],
-           applies=[[r["v"], r["at"]] for r in log], rows=len(owners))
-"""
+def test_sees_only_its_own_rows(n, in_db, record):
+    async def body(conn):
+        await conn.executemany(
+            "INSERT INTO items (owner, note) VALUES ($1, $2)",
+            [(n, f"row {i}") for i in range(n + 1)],
+        )
+        owners = [r["owner"] for r in await conn.fetch("SELECT owner FROM items")]
+        assert owners == [n] * (n + 1)
+        seeded = await conn.fetch("SELECT value FROM settings WHERE key = 'site'")
+        assert [r["value"] for r in seeded] == ["example"]
+        log = await conn.fetch("SELECT version::int AS v, at::text AS at FROM _migrations_log "
+                               "WHERE action = 'apply' ORDER BY id")
+        record(database=await conn.fetchval("SELECT current_database()"),
+               applies=[[r["v"], r["at"]] for r in log], rows=len(owners))
+
+    in_db(body)
+'''
 
 MIGRATIONS = {
     "db/sql/001_items.sql": "CREATE TABLE items (id serial PRIMARY KEY, owner int NOT NULL);\n",

@@ -12,6 +12,7 @@ latest, by :meth:`close` (unused spares too).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
 import threading
@@ -93,6 +94,7 @@ class DatabaseFactory:
         self._ready: asyncio.Queue[str | Exception] | None = None
         self._fillers: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._dropping: set[concurrent.futures.Future[None]] = set()
 
     # -- sync API (any thread) -----------------------------------------------------------
 
@@ -107,16 +109,25 @@ class DatabaseFactory:
         """A new database at ``version`` (None: the latest migration); returns its DSN."""
         return database_dsn(self.server_dsn, self._run(self._create(version)))
 
-    def drop(self, dsn_or_name: str) -> None:
-        """Drop a database this factory created (its sessions are ended first)."""
+    def drop(self, dsn_or_name: str, *, wait: bool = False) -> None:
+        """Drop a database this factory created (its sessions are ended first). The drop
+        runs in the background unless ``wait``; :meth:`close` waits for every one."""
         name = dsn_or_name.rsplit("/", 1)[-1].split("?", 1)[0]
-        self._run(self._drop(name))
+        future = asyncio.run_coroutine_threadsafe(self._drop(name), self._loop)
+        if wait:
+            future.result()
+        else:
+            self._dropping.add(future)
+            future.add_done_callback(self._dropping.discard)
 
     def close(self) -> None:
         """Drop every database still alive (spares included) and stop the loop."""
         if self._closed:
             return
         self._closed = True
+        for future in list(self._dropping):
+            with contextlib.suppress(Exception):
+                future.result()  # a failed drop is retried by _close (the name stays live)
         try:
             self._run(self._close())
         finally:
@@ -183,7 +194,7 @@ class DatabaseFactory:
     async def _drop(self, name: str) -> None:
         pool = await self._admin()
         async with pool.acquire() as conn:
-            await drop_database(conn, name)  # type: ignore[arg-type]
+            await drop_database(conn, name, template=False)  # type: ignore[arg-type]
         self._live.discard(name)
 
     async def _close(self) -> None:

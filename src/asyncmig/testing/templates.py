@@ -233,9 +233,11 @@ async def clone_database(conn: asyncpg.Connection, template: str, name: str | No
     raise AssertionError("unreachable")
 
 
-async def drop_database(conn: asyncpg.Connection, name: str) -> None:
-    """Drop a database (a template too), ending its sessions first."""
+async def drop_database(conn: asyncpg.Connection, name: str, *, template: bool = True) -> None:
+    """Drop a database, ending its sessions first (``template``: it may be a template,
+    which must be unmarked before it can be dropped)."""
     q = quote_ident(name)
-    with contextlib.suppress(asyncpg.InvalidCatalogNameError):
-        await conn.execute(f"ALTER DATABASE {q} WITH IS_TEMPLATE false")
+    if template:
+        with contextlib.suppress(asyncpg.InvalidCatalogNameError):
+            await conn.execute(f"ALTER DATABASE {q} WITH IS_TEMPLATE false")
     await conn.execute(f"DROP DATABASE IF EXISTS {q} WITH (FORCE)")
