@@ -161,6 +161,7 @@ def run_version(major: int, bindir: Path, tests: list[str], reports: Path) -> Re
     result = Result(major, out)
     report = reports / f"pg{major}.xml"
     log = reports / f"pg{major}.log"
+    report.unlink(missing_ok=True)  # never read an earlier run's figures
     env = {**os.environ, "ASYNCMIG_TEST_PG_BINDIR": str(bindir)}
     env.pop("ASYNCMIG_TEST_DSN", None)
     extra = os.environ.get("PG_MATRIX_PYTEST_ARGS", "").split()
