@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from bench import cli, engine, splitter
+from bench import cli, engine, splitter, testing
 
 Row = tuple[str, str, str, bool]
 
@@ -18,6 +18,7 @@ SECTIONS: list[tuple[str, Callable[[], list[Row]]]] = [
     ("splitter", splitter.section),
     ("engine", engine.section),
     ("cli", cli.section),
+    ("testing", testing.section),
 ]
 
 

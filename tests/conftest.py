@@ -15,7 +15,7 @@ import contextlib
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -24,6 +24,7 @@ import asyncpg
 import pytest
 
 from asyncmig._pgserver import PgServer, find_bindir
+from asyncmig.testing.templates import clone_database, drop_database
 
 # One template per test session, so that two runs against one shared server
 # (ASYNCMIG_TEST_DSN) never drop each other's template.
@@ -65,14 +66,30 @@ class TestPg:
         return urlunsplit(parts._replace(path="/" + database))
 
     def create_database(self, name: str | None = None) -> str:
+        """Clone the session's empty template (asyncmig.testing's clone, which waits out
+        a template that is briefly busy)."""
         name = name or f"t_{uuid.uuid4().hex[:12]}"
-        _run_sql(self.admin_dsn, f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
+        _run_admin(self.admin_dsn, lambda conn: clone_database(conn, TEMPLATE, name))
         self._created.append(name)
         return self.dsn_for(name)
 
     def drop_database(self, dsn: str) -> None:
         name = urlsplit(dsn).path.lstrip("/")
-        _run_sql(self.admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        _run_admin(self.admin_dsn, lambda conn: drop_database(conn, name, template=False))
+
+
+def _run_admin(dsn: str, op: Callable[[asyncpg.Connection], Awaitable[object]]) -> object:
+    """``op(conn)`` on a connection to ``dsn``, from any thread (async tests included)."""
+
+    async def go() -> object:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return await op(conn)
+        finally:
+            await conn.close()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, go()).result()
 
 
 def _run_sql(dsn: str, sql: str) -> object:
