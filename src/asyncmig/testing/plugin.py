@@ -72,21 +72,30 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     if config.pluginmanager.hasplugin("xdist"):
-        config.pluginmanager.register(_XdistHooks(), "asyncmig-xdist")
+        config.pluginmanager.register(_XdistController(), _XDIST_PLUGIN)
 
 
-class _XdistHooks:
+_XDIST_PLUGIN = "asyncmig-xdist-controller"
+
+
+class _XdistController:
+    """On the xdist controller: tell the workers its pid (the shared server's watcher
+    follows it) and stop the shared server, if a worker started one, at the end."""
+
+    def __init__(self) -> None:
+        self.run_ids: set[str] = set()
+
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
         node.workerinput[_CONTROLLER_PID] = os.getpid()
+        self.run_ids.add(str(node.workerinput["testrunuid"]))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    uid = getattr(config, "testrunuid", None) or getattr(config, "workerinput", {}).get(
-        "testrunuid"
-    )
-    if uid and not hasattr(config, "workerinput"):  # the xdist controller: last one out
-        stop_shared(shared_server_dir(str(uid)))
+    controller = config.pluginmanager.get_plugin(_XDIST_PLUGIN)
+    if isinstance(controller, _XdistController) and not hasattr(config, "workerinput"):
+        for run_id in controller.run_ids:
+            stop_shared(shared_server_dir(run_id))
 
 
 # -- session fixtures -------------------------------------------------------------------
