@@ -227,9 +227,19 @@ class FaultProxy:
             server.close()
             for link in list(self.links):
                 link._abort()
-            for task in list(self._tasks):
+            # A connection accepted just now has a handler task that has not run yet:
+            # let it start (and register), then cancel every task but this one.
+            await asyncio.sleep(0)
+            others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in others:
                 task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await asyncio.gather(*others, return_exceptions=True)
+            # Black holes keep their sockets open while the proxy lives; it no longer does.
+            for link in list(self.links):
+                for writer in link._writers:
+                    writer.close()
+                link.closed = True
+            await asyncio.sleep(0)  # let the transports finish closing on this loop
 
     async def _accept(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
