@@ -30,6 +30,7 @@ COMMANDS = (
     "restore",
     "unlock",
     "wait",
+    "verify-rollbacks",
 )
 
 
