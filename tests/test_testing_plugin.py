@@ -68,7 +68,7 @@ def record(request):
     return write
 '''
 
-TESTS = '''
+TESTS = """
 import pytest
 
 
@@ -89,7 +89,7 @@ def test_sees_only_its_own_rows(n, in_db, record):
                applies=[[r["v"], r["at"]] for r in log], rows=len(owners))
 
     in_db(body)
-'''
+"""
 
 MIGRATIONS = {
     "db/sql/001_items.sql": "CREATE TABLE items (id serial PRIMARY KEY, owner int NOT NULL);\n",
@@ -284,3 +284,51 @@ async def test_database_context_manager_without_pytest_fixtures(pg: TestPg, tmp_
             assert await fetchval(dsn, "SELECT value FROM settings WHERE key = 'site'") == "example"
             raise RuntimeError("the body fails")
     assert databases_like(pg.admin_dsn, per_test_prefix(config)) == {}
+
+
+def test_async_companions_and_a_database_at_a_version_in_a_users_suite(
+    pg: TestPg, tmp_path: Path
+) -> None:
+    """In the sample project, under the anyio plugin: asyncmig_connection and asyncmig_pool
+    reach the test's seeded database; asyncmig_database(version=1) gives a database at
+    001 that asyncmig_migrator(dsn) migrates on to 002, keeping the row inserted at 001."""
+    root = make_project(tmp_path / "app")
+    (root / "test_app.py").write_text(
+        textwrap.dedent(
+            """
+            import asyncpg
+            import pytest
+
+            pytestmark = pytest.mark.anyio
+
+
+            @pytest.fixture
+            def anyio_backend():
+                return "asyncio"
+
+
+            async def test_connection(asyncmig_connection):
+                value = await asyncmig_connection.fetchval("SELECT value FROM settings")
+                assert value == "example"
+
+
+            async def test_pool(asyncmig_pool):
+                assert await asyncmig_pool.fetchval("SELECT count(*) FROM items") == 0
+
+
+            async def test_data_migration(asyncmig_database, asyncmig_migrator):
+                dsn = asyncmig_database(version=1)
+                conn = await asyncpg.connect(dsn)
+                try:
+                    await conn.execute("INSERT INTO items (owner) VALUES (7)")
+                    await asyncmig_migrator(dsn).migrate(target=2)
+                    assert await conn.fetchval("SELECT count(*) FROM items WHERE note IS NULL") == 1
+                    assert await conn.fetchval("SELECT to_regclass('settings')") is None
+                finally:
+                    await conn.close()
+            """
+        )
+    )
+    proc, _ = run_pytest(root, pg.admin_dsn)
+    assert proc.returncode == 0 and "3 passed" in proc.stdout, proc.stdout[-3000:]
+    assert databases_like(pg.admin_dsn, per_test_prefix(sample_config(root))) == {}
