@@ -180,6 +180,15 @@ _DOLLAR_TAG = re.compile(rf"\$(?:{_IDENT_START}{_TAG_CHAR}*+)?\$")
 _BLOCK_COMMENT_TOKEN = re.compile(r"/\*|\*/")
 _SPACE = re.compile(r"(?:[ \t\n\r\f\v\ufeff]++|--[^\n\r]*+)*+")
 _WORD = re.compile(rf"{_IDENT_START}{_IDENT_CHAR}*+")
+# The first words of a statement in one match: word (space word (space word …)?)? space,
+# where space is whitespace and -- comments (a /* */ comment ends the match).
+_HEAD_WORDS = 6
+_HEAD = re.compile(
+    rf"({_WORD.pattern})"
+    + rf"(?:{_SPACE.pattern}({_WORD.pattern})" * (_HEAD_WORDS - 1)
+    + ")?" * (_HEAD_WORDS - 1)
+    + _SPACE.pattern
+)
 _ATOMIC = re.compile(rf"(?i:atomic)(?!{_IDENT_CHAR})")
 _META = re.compile(r"\\([A-Za-z_]+|[^\sA-Za-z_]?)")
 _TOKEN = re.compile(
@@ -328,20 +337,21 @@ def _string_end(text: str, start: int, escapes: bool, path: str | os.PathLike[st
 
 
 def _head_words(text: str, pos: int, limit: int) -> list[str]:
-    """The first ``limit`` words from ``pos`` (uppercased), stopping at a non-word."""
+    """The first ``limit`` (at most _HEAD_WORDS) words from ``pos`` (uppercased), stopping
+    at a non-word."""
     words: list[str] = []
-    while len(words) < limit:
-        m = _WORD.match(text, pos)
+    while True:
+        m = _HEAD.match(text, pos)  # the words up to a non-word or a /* comment
         if m is None:
-            break
-        words.append(m.group().upper())
-        pos = _SPACE.match(text, m.end()).end()  # type: ignore[union-attr]
-        if text.startswith("/*", pos):
-            try:
-                pos = _skip_space(text, pos, None)
-            except SplitError:
-                break
-    return words
+            return words
+        words += [w.upper() for w in m.groups() if w is not None]
+        pos = m.end()
+        if len(words) >= limit or not text.startswith("/*", pos):
+            return words[:limit]
+        try:
+            pos = _skip_space(text, pos, None)
+        except SplitError:
+            return words
 
 
 def _tokens(text: str) -> list[str]:
@@ -507,7 +517,7 @@ def split_statements(text: str, *, path: str | os.PathLike[str] | None = None) -
             continue
 
         start = pos
-        words = _head_words(text, start, 6)
+        words = _head_words(text, start, _HEAD_WORDS)
         function = (
             len(words) >= 2
             and words[0] == "CREATE"
