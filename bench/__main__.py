@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from bench import cli, engine, splitter, testing
 
-Row = tuple[str, str, str, bool]
+Row = tuple[str, str, str, bool | None]  # ok None: a figure without a target
 
 SECTIONS: list[tuple[str, Callable[[], list[Row]]]] = [
     ("splitter", splitter.section),
@@ -37,13 +37,14 @@ def main(argv: list[str]) -> int:
         rows.extend((name, row) for row in section())
         print(f"  {name} done in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     headers = ("section", "figure", "value", "target", "ok")
-    table = [(s, r[0], r[1], r[2], "yes" if r[3] else "NO") for s, r in rows]
+    mark = {None: "-", True: "yes", False: "NO"}
+    table = [(s, r[0], r[1], r[2], mark[r[3]]) for s, r in rows]
     widths = [
         max(len(h), *(len(t[i]) for t in table)) if table else len(h) for i, h in enumerate(headers)
     ]
     for line in (headers, tuple("-" * w for w in widths), *table):
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
-    missed = [f"{s}: {r[0]}" for s, r in rows if not r[3]]
+    missed = [f"{s}: {r[0]}" for s, r in rows if r[3] is False]
     if missed:
         print(f"targets missed: {', '.join(missed)}")
     return 0

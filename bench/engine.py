@@ -1,11 +1,27 @@
-"""Engine benchmarks: asyncmig against ``psql -X -q -1 -f`` on the same SQL and server.
+"""Engine benchmarks as users see them: the whole ``asyncmig`` process against the whole
+``psql -X -q -1 -f`` process, on the same SQL and the same server.
 
-Everything runs against one throwaway server started here; each measurement gets a
-fresh database, and runs are interleaved (psql, asyncmig, psql, …) because the server's
-speed drifts. asyncmig runs in a child process (``python -m bench.engine_child``) like
-psql; two figures come out of each run: the library call (what a service's lifespan
-hook awaits, after import) and the whole process (what a deploy script sees, with the
-Python interpreter's start-up and imports, ~0.15-0.2 s here, which psql does not pay).
+Scenarios (issue 11's table): apply the 300-migration set; roll it back; apply it
+through a loopback proxy adding 0.5 ms each way (+1 ms per round trip, psql through the
+same proxy); a ~50 MB file of multi-row INSERTs; the same rows as inline COPY.
+
+How it is measured:
+
+* asyncmig is the installed console script, ``asyncmig --database-url URL migrate`` (or
+  ``rollback --all``), run in the migration tree, stdout on a pipe that is read to the
+  end (a CI log: not a terminal, default verbosity); the apply/roll back rows also run
+  ``--json``. psql runs ``-X -q -1 -v ON_ERROR_STOP=1 -f`` on the same statements
+  concatenated. Both start through the same small wrapper (:mod:`bench.engine_child`),
+  which times spawn to exit and reads the child's peak RSS.
+* Each run gets a fresh database; runs are paired and interleaved (psql, asyncmig,
+  asyncmig --json, then the next pair in the opposite order) because the server's speed
+  drifts. A row shows the median of the per-pair ratios with their min and max, and
+  both medians in seconds. ``BENCH_REPEAT`` (default 5) sets the pairs per row.
+* Against the embedded server (PostgreSQL 18), and against the system PostgreSQL 15 when
+  ``/usr/lib/postgresql/15/bin`` exists (a second throwaway server from that bindir,
+  with that version's psql).
+* The proxy (:mod:`bench.proxy`) counts the round trips (Query and Sync messages) of
+  each run; the measured latency it adds is printed with the row.
 """
 
 from __future__ import annotations
@@ -17,16 +33,30 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from asyncmig._pgserver import PgServer
+from bench.proxy import DelayProxy
 
 DATA = Path(__file__).resolve().parent / ".data"
 ROOT = Path(__file__).resolve().parent.parent
+ASYNCMIG = Path(sys.executable).parent / "asyncmig"
+SYSTEM_PG15 = Path("/usr/lib/postgresql/15/bin")
 
-Row = tuple[str, str, str, bool]
-REPEAT = 5
+Row = tuple[str, str, str, bool | None]
+REPEAT = max(1, int(os.environ.get("BENCH_REPEAT", "5")))
+
+TARGETS = {  # asyncmig / psql -1, from the issue's table
+    "apply": 0.9,
+    "rollback": 1.0,
+    "apply_1ms": 0.5,
+    "insert": 0.8,
+    "copy": 1.0,
+}
+RSS_TARGET_MB = 150.0
 
 
 def _migration(i: int) -> tuple[str, str]:
@@ -112,94 +142,255 @@ def make_data(mb: int = 50) -> Path:
     return root
 
 
-def _psql(server: PgServer, dsn: str, path: Path) -> float:
-    t0 = time.perf_counter()
-    subprocess.run(
-        [str(server.psql), "-X", "-q", "-1", "-v", "ON_ERROR_STOP=1", "-f", str(path), "-d", dsn],
-        check=True, stdout=subprocess.DEVNULL, env={**os.environ, "PGOPTIONS": ""},
-    )  # fmt: skip
-    return time.perf_counter() - t0
+# -- measuring ------------------------------------------------------------------------
 
 
-def _asyncmig(dsn: str, root: Path, op: str = "migrate") -> dict[str, float]:
-    t0 = time.perf_counter()
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.engine_child", op, dsn, str(root)],
-        check=True, capture_output=True, text=True, cwd=ROOT,
-    )  # fmt: skip
-    wall = time.perf_counter() - t0
+def child_env() -> dict[str, str]:
+    """The environment a deploy script would give asyncmig: no ASYNCMIG_* / DATABASE_URL
+    from the developer's shell, and bytecode caching on (an installed package has its
+    ``.pyc`` files; ``PYTHONDONTWRITEBYTECODE`` would recompile every module each run)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ASYNCMIG_", "PG"))}
+    for name in ("DATABASE_URL", "PYTHONDONTWRITEBYTECODE", "COLUMNS", "FORCE_COLOR"):
+        env.pop(name, None)
+    return env
+
+
+def compile_bytecode() -> None:
+    """Write the package's ``.pyc`` files once, as ``pip install`` does."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "src" / "asyncmig")],
+                   check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+
+
+def measure(argv: list[str], cwd: Path, env: dict[str, str]) -> dict[str, float]:
+    """Run ``argv`` as a whole process through :mod:`bench.engine_child`."""
+    spec = json.dumps({"argv": argv, "cwd": str(cwd), "env": env})
+    out = subprocess.run([sys.executable, "-m", "bench.engine_child", spec], cwd=ROOT,
+                         check=True, capture_output=True, text=True)  # fmt: skip
     result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
-    result["wall"] = wall
+    if result["rc"] != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {result['rc']}: {result['stderr']}")
     return result
 
 
-def _new_db(server: PgServer, admin: Callable[[str], None]) -> str:
-    name = f"b_{uuid.uuid4().hex[:10]}"
-    admin(f'CREATE DATABASE "{name}"')
-    return server.dsn(name)
+@dataclass
+class Target:
+    """One server under test, its psql, and a way to make databases on it."""
+
+    label: str
+    server: PgServer
+
+    def admin(self, sql: str) -> None:
+        subprocess.run([str(self.server.psql), "-X", "-q", "-c", sql, "-d", self.server.dsn()],
+                       check=True, env=child_env(), stdout=subprocess.DEVNULL)  # fmt: skip
+
+    @contextmanager
+    def database(self) -> Iterator[str]:
+        name = f"b_{uuid.uuid4().hex[:10]}"
+        self.admin(f'CREATE DATABASE "{name}"')
+        try:
+            yield name
+        finally:
+            self.admin(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+    def psql(self, dsn: str, path: Path) -> dict[str, float]:
+        argv = [str(self.server.psql), "-X", "-q", "-1", "-v", "ON_ERROR_STOP=1", "-f", str(path),
+                "-d", dsn]  # fmt: skip
+        return measure(argv, path.parent, child_env())
+
+
+def asyncmig(dsn: str, root: Path, *command: str, json_lines: bool = False) -> dict[str, float]:
+    argv = [str(ASYNCMIG), "--database-url", dsn, *(["--json"] if json_lines else []), *command]
+    return measure(argv, root, child_env())
+
+
+@dataclass
+class Pairs:
+    """Paired runs of psql and asyncmig (and asyncmig --json) for one scenario."""
+
+    psql: list[dict[str, float]]
+    plain: list[dict[str, float]]
+    json: list[dict[str, float]]
+
+    @classmethod
+    def empty(cls) -> Pairs:
+        return cls([], [], [])
+
+
+def ratio_row(label: str, psql: list[dict[str, float]], runs: list[dict[str, float]],
+              target: float) -> Row:  # fmt: skip
+    ratios = [r["wall"] / p["wall"] for p, r in zip(psql, runs, strict=True)]
+    med = statistics.median(ratios)
+    mine = statistics.median(r["wall"] for r in runs)
+    theirs = statistics.median(p["wall"] for p in psql)
+    value = (f"{med:.2f}x (min {min(ratios):.2f}, max {max(ratios):.2f}; "
+             f"{mine:.2f}s vs psql {theirs:.2f}s; n={len(ratios)})")  # fmt: skip
+    return (label, value, f"<= {target}x", med <= target)
+
+
+def paired(steps: list[Callable[[], None]]) -> None:
+    """Run ``steps`` REPEAT times, reversing their order every other time (interleaved, so
+    neither side always runs right after the other's warm-up)."""
+    for i in range(REPEAT):
+        for step in steps if i % 2 == 0 else steps[::-1]:
+            step()
+
+
+def bench_300(t: Target, m300: Path) -> list[Row]:
+    up, down = Pairs.empty(), Pairs.empty()
+
+    def run_psql() -> None:
+        with t.database() as db:
+            up.psql.append(t.psql(t.server.dsn(db), m300 / "all_up.sql"))
+            down.psql.append(t.psql(t.server.dsn(db), m300 / "all_down.sql"))
+
+    def run_mig(json_lines: bool) -> None:
+        with t.database() as db:
+            dsn = t.server.dsn(db)
+            a = asyncmig(dsn, m300, "migrate", json_lines=json_lines)
+            b = asyncmig(dsn, m300, "rollback", "--all", json_lines=json_lines)
+        (up.json if json_lines else up.plain).append(a)
+        (down.json if json_lines else down.plain).append(b)
+
+    paired([run_psql, lambda: run_mig(False), lambda: run_mig(True)])
+    p = t.label
+    lines = statistics.median(r["lines"] for r in up.plain)
+    return [
+        ratio_row(f"{p} apply 300", up.psql, up.plain, TARGETS["apply"]),
+        ratio_row(f"{p} apply 300 --json", up.psql, up.json, TARGETS["apply"]),
+        ratio_row(f"{p} roll back 300", down.psql, down.plain, TARGETS["rollback"]),
+        ratio_row(f"{p} roll back 300 --json", down.psql, down.json, TARGETS["rollback"]),
+        (f"{p} apply 300: plain output lines", f"{lines:.0f}", "-", None),
+    ]
+
+
+def measured_added_rtt_ms(direct_dsn: str, proxied_dsn: str) -> float:
+    """What the proxy really adds to one round trip: median ``SELECT 1`` time through it
+    minus direct, over 200 queries each."""
+    import asyncio
+
+    import asyncpg
+
+    async def median_rtt(dsn: str) -> float:
+        conn = await asyncpg.connect(dsn)
+        try:
+            times = []
+            for _ in range(200):
+                t0 = time.perf_counter()
+                await conn.fetchval("SELECT 1")
+                times.append(time.perf_counter() - t0)
+            return statistics.median(times)
+        finally:
+            await conn.close()
+
+    async def both() -> float:
+        return await median_rtt(proxied_dsn) - await median_rtt(direct_dsn)
+
+    return asyncio.run(both()) * 1000
+
+
+def bench_300_delayed(t: Target, m300: Path) -> list[Row]:
+    psql: list[dict[str, float]] = []
+    mine: list[dict[str, float]] = []
+    trips: dict[str, list[int]] = {"psql": [], "asyncmig": [], "asyncmig rollback": []}
+    with DelayProxy(t.server.port, delay_s=0.0005) as proxy:
+        added = measured_added_rtt_ms(t.server.dsn(), proxy.dsn("postgres"))
+
+        def run_psql() -> None:
+            with t.database() as db:
+                proxy.reset()
+                psql.append(t.psql(proxy.dsn(db), m300 / "all_up.sql"))
+                trips["psql"].append(proxy.round_trips)
+
+        def run_mig() -> None:
+            with t.database() as db:
+                proxy.reset()
+                mine.append(asyncmig(proxy.dsn(db), m300, "migrate"))
+                trips["asyncmig"].append(proxy.round_trips)
+                if not trips["asyncmig rollback"]:  # the rollback's round trips, once
+                    proxy.reset()
+                    asyncmig(proxy.dsn(db), m300, "rollback", "--all")
+                    trips["asyncmig rollback"].append(proxy.round_trips)
+
+        paired([run_psql, run_mig])
+    p = t.label
+    a, q = statistics.median(trips["asyncmig"]), statistics.median(trips["psql"])
+    back = trips["asyncmig rollback"][0]
+    label = f"{p} apply 300, +1 ms per round trip (proxy measured +{added:.2f} ms)"
+    return [
+        ratio_row(label, psql, mine, TARGETS["apply_1ms"]),
+        (
+            f"{p} round trips per migration, apply 300",
+            f"asyncmig {a / 300:.2f} ({a:.0f}), psql -1 {q / 300:.2f} ({q:.0f})",
+            "-",
+            None,
+        ),
+        (
+            f"{p} round trips per migration, roll back 300",
+            f"asyncmig {back / 300:.2f} ({back})",
+            "-",
+            None,
+        ),
+    ]
+
+
+def bench_data(t: Target, data: Path) -> list[Row]:
+    rows: list[Row] = []
+    for kind in ("insert", "copy"):
+        rows += _bench_file(t, data / kind, kind)
+    return rows
+
+
+def _bench_file(t: Target, root: Path, kind: str) -> list[Row]:
+    path = root / "sql" / "001_load.sql"
+    psql: list[dict[str, float]] = []
+    mine: list[dict[str, float]] = []
+
+    def run_psql() -> None:
+        with t.database() as db:
+            psql.append(t.psql(t.server.dsn(db), path))
+
+    def run_mig() -> None:
+        with t.database() as db:
+            mine.append(asyncmig(t.server.dsn(db), root, "migrate"))
+
+    paired([run_psql, run_mig])
+    size = path.stat().st_size / 1e6
+    label = (f"{size:.0f} MB INSERT file" if kind == "insert"
+             else f"same rows as inline COPY ({size:.0f} MB)")  # fmt: skip
+    rows = [ratio_row(f"{t.label} {label}", psql, mine, TARGETS[kind])]
+    if kind == "insert":
+        rss = max(r["peak_rss_mb"] for r in mine)
+        theirs = max(r["peak_rss_mb"] for r in psql)
+        rows.append((f"{t.label} peak RSS of asyncmig, {size:.0f} MB INSERT file",
+                     f"{rss:.0f} MB (psql {theirs:.0f} MB)", f"<= {RSS_TARGET_MB:.0f} MB",
+                     rss <= RSS_TARGET_MB))  # fmt: skip
+    return rows
+
+
+def servers() -> list[tuple[str, Callable[[], PgServer]]]:
+    out: list[tuple[str, Callable[[], PgServer]]] = [("embedded", PgServer)]
+    if (SYSTEM_PG15 / "initdb").exists() and (SYSTEM_PG15 / "psql").exists():
+        out.append(("system", lambda: PgServer(bindir=SYSTEM_PG15)))
+    return out
 
 
 def section() -> list[Row]:
+    compile_bytecode()
+    m300 = make_300()
+    data = make_data()
     rows: list[Row] = []
-    server = PgServer().start()
-    try:
-
-        def admin(sql: str) -> None:
-            subprocess.run([str(server.psql), "-X", "-q", "-c", sql, "-d", server.dsn()],
-                           check=True)  # fmt: skip
-
-        def ratio_rows(label: str, psql: list[float], runs: list[dict[str, float]],
-                       target: float) -> list[Row]:  # fmt: skip
-            p = statistics.median(psql)
-            lib = statistics.median(r["after_import"] for r in runs)
-            proc = statistics.median(r["wall"] for r in runs)
-            return [
-                (f"{label}: library call", f"{lib / p:.2f}x ({lib:.2f}s vs psql {p:.2f}s)",
-                 f"<= {target}x", lib / p <= target),
-                (f"{label}: whole process", f"{proc / p:.2f}x ({proc:.2f}s, with interpreter "
-                 f"start-up)", f"<= {target}x", proc / p <= target),
-            ]  # fmt: skip
-
-        m300 = make_300()
-        psql_up: list[float] = []
-        psql_down: list[float] = []
-        mig_up: list[dict[str, float]] = []
-        mig_down: list[dict[str, float]] = []
-        for _ in range(REPEAT):  # interleaved: the server's speed drifts between runs
-            db = _new_db(server, admin)
-            psql_up.append(_psql(server, db, m300 / "all_up.sql"))
-            psql_down.append(_psql(server, db, m300 / "all_down.sql"))
-            db = _new_db(server, admin)
-            mig_up.append(_asyncmig(db, m300))
-            mig_down.append(_asyncmig(db, m300, "rollback-all"))
-        rows += ratio_rows("apply 300 migrations vs psql -1", psql_up, mig_up, 1.15)
-        rows += ratio_rows("roll back 300 vs psql -1", psql_down, mig_down, 1.3)
-
-        # nothing pending: 300 applied, a replica starts
-        db = _new_db(server, admin)
-        _asyncmig(db, m300)
-        idle = [_asyncmig(db, m300)["after_import"] for _ in range(5)]
-        rows.append(("nothing pending (300 applied), after import",
-                     f"{statistics.median(idle) * 1000:.0f} ms", "< 150 ms",
-                     statistics.median(idle) < 0.150))  # fmt: skip
-
-        data = make_data()
-        for kind, target in (("insert", 1.0), ("copy", 1.2)):
-            p: list[float] = []
-            runs: list[dict[str, float]] = []
-            for _ in range(3):
-                db = _new_db(server, admin)
-                p.append(_psql(server, db, data / kind / "sql" / "001_load.sql"))
-                db = _new_db(server, admin)
-                runs.append(_asyncmig(db, data / kind))
-            label = "50 MB multi-row INSERTs" if kind == "insert" else "50 MB inline COPY"
-            rows += ratio_rows(f"{label} vs psql -1", p, runs, target)
-            if kind == "insert":
-                rss = max(r["max_rss_mb"] for r in runs)
-                rows.append(("peak client RSS applying 50 MB", f"{rss:.0f} MB", "< 150 MB",
-                             rss < 150))  # fmt: skip
-    finally:
-        server.stop()
+    for kind, make in servers():
+        server = make().start()
+        try:
+            major = server.version().rsplit(" ", 1)[-1].split(".")[0]
+            t = Target(f"[pg{major} {kind}]", server)
+            started = time.perf_counter()
+            rows += bench_300(t, m300)
+            rows += bench_300_delayed(t, m300)
+            rows += bench_data(t, data)
+            print(f"  {t.label} took {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        finally:
+            server.stop()
     return rows
 
 

@@ -51,7 +51,7 @@ def test_session_through_the_entry_point(tmp_path: Path, dsn: str) -> None:
     env = {"DATABASE_URL": dsn}
     first = cli("migrate", cwd=tmp_path, env=env)
     assert first.returncode == 0, first.stderr
-    assert "migrate: applied 2 migrations (1, 2)" in first.stdout
+    assert "migrate: applied 2 migrations, 1–2 in " in first.stdout
     status = cli("--json", "status", "--exit-code", cwd=tmp_path, env=env)
     assert status.returncode == 0
     (report,) = json_lines(status.stdout)

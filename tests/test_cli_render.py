@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import io
 import json
+import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from rich.console import Console
@@ -31,7 +34,7 @@ from asyncmig.events import (
 )
 from asyncmig.render import JsonRenderer, PlainRenderer, describe_event, make_renderer
 from asyncmig.render.live import RichRenderer, status_table
-from asyncmig.render.text import error_lines
+from asyncmig.render.text import error_lines, version_ranges
 from asyncmig.reports import StatusReport, ValidationIssue, ValidationReport, VersionStatus
 
 HOLDER = LockHolder(
@@ -256,26 +259,191 @@ def test_json_results_and_interrupt() -> None:
 
 
 def test_plain_lines_are_timestamped_and_errors_go_to_stderr() -> None:
+    """Default plain output: timestamped lines; a migration's end (or failure) but not
+    its statements; lock waits, notices and warnings; the summary; errors on stderr."""
     out, err = io.StringIO(), io.StringIO()
     r = PlainRenderer(out, err)
     for event in ALL_EVENTS:
         r.event(event)
     r.error(FAILURE, 1)
     lines = out.getvalue().splitlines()
-    assert len(lines) == len(ALL_EVENTS)
     for line in lines:
         stamp = line.split(" ", 1)[0]
         assert stamp.endswith("Z")
         datetime.fromisoformat(stamp[:-1])
-    text = out.getvalue()
-    assert "waiting for the migration lock held by host pod-a pid 7, backend pid 4242" in text
-    assert "1 [2/2] INSERT 0 2" in text
-    assert '2 notice: FAILED after 7ms: relation "nope" does not exist [SQLSTATE 42P01]' in text
-    assert "migrate: failed after 20ms; applied 1 migration (1)" in text
+    texts = [line.split(" ", 1)[1] for line in lines]
+    assert texts == [
+        "migrate: applying 2 migrations: 001_users.sql, 002_notice.sql",
+        "waiting for the migration lock held by host pod-a pid 7, backend pid 4242, since "
+        "2026-11-26T10:00:00Z, running version 2 (3s so far)",
+        texts[2],  # the reclaim
+        "1 users: applied in 5ms",
+        "2 NOTICE: hello",
+        '2 notice: FAILED after 7ms: relation "nope" does not exist [SQLSTATE 42P01] at '
+        "sql/002_notice.sql:3",
+        "warning: 002_notice.sql has no rollback file",
+        "migrate: failed after 20ms; applied 1 migration, 1",
+    ]
+    assert texts[2].startswith("reclaimed the lock from a stale holder")
     assert err.getvalue().splitlines()[:2] == [
         'error: sql/002_notice.sql:3:1: relation "nope" does not exist',
         "  SQLSTATE 42P01",
     ]
+
+
+def test_plain_verbose_prints_every_event() -> None:
+    """``-v``: one line for every event, statements and lock acquire/release included."""
+    out = io.StringIO()
+    r = PlainRenderer(out, io.StringIO(), verbose=True)
+    for event in ALL_EVENTS:
+        r.event(event)
+    text = out.getvalue()
+    assert len(text.splitlines()) == len(ALL_EVENTS)
+    assert "1 [2/2] line 2: INSERT INTO users VALUES (1, 'ann'), (2, 'bob');" in text
+    assert "1 [2/2] INSERT 0 2 (1ms)" in text
+    assert "1 users: applying (2 statements, one transaction)" in text
+    assert "lock acquired after 3.2s (backend pid 99)" in text
+
+
+def _run_of(n: int, statements: int = 3, *, op: str = "migrate") -> list[Event]:
+    """A successful run of ``n`` migrations (versions 1..n) of fast statements."""
+    down = op == "rollback"
+    direction: Literal["up", "down"] = "down" if down else "up"
+    versions = list(range(n, 0, -1)) if down else list(range(1, n + 1))
+    plan = tuple(
+        PlanItem(v, f"m{v}", f"{v:04d}_m{v}.sql", statements, True, direction) for v in versions
+    )
+    events: list[Event] = [RunStarted(operation="rollback" if down else "migrate", plan=plan)]
+    for v in versions:
+        name, file = f"m{v}", f"{v:04d}_m{v}.sql"
+        events.append(
+            MigrationStarted(version=v, migration=name, filename=file, statements=statements,
+                             transactional=True, direction=direction)
+        )  # fmt: skip
+        for i in range(1, statements + 1):
+            at = {"version": v, "index": i, "total": statements}
+            text = f"CREATE TABLE t{i} (id int);"
+            events.append(StatementStarted(**at, line=i, column=1, keyword="CREATE", preview=text))
+            events.append(StatementFinished(**at, status="CREATE TABLE", duration_ms=0.5))
+        events.append(
+            MigrationFinished(version=v, migration=name, direction=direction, duration_ms=2.0,
+                              statements=statements)
+        )  # fmt: skip
+    done = tuple(versions)
+    events.append(
+        RunFinished(operation="rollback", rolled_back=done, duration_ms=900.0)
+        if down
+        else RunFinished(operation="migrate", applied=done, duration_ms=900.0)
+    )
+    return events
+
+
+def _texts(renderer_out: io.StringIO) -> list[str]:
+    return [line.split(" ", 1)[1] for line in renderer_out.getvalue().splitlines()]
+
+
+def test_plain_300_migrations_one_line_each_and_ranges_in_the_summary() -> None:
+    """300 migrations of 3 statements: the plan, 300 lines and the summary (302 lines, not
+    one per event), with the plan and summary naming the range 1–300."""
+    out = io.StringIO()
+    r = PlainRenderer(out, io.StringIO())
+    for event in _run_of(300):
+        r.event(event)
+    texts = _texts(out)
+    assert len(texts) == 302
+    assert texts[0] == "migrate: applying 300 migrations, 1–300"
+    assert texts[1] == "1 m1: applied in 2ms"
+    assert texts[-2] == "300 m300: applied in 2ms"
+    assert texts[-1] == "migrate: applied 300 migrations, 1–300 in 900ms"
+
+
+def test_plain_rollback_summary_names_the_descending_range() -> None:
+    out = io.StringIO()
+    r = PlainRenderer(out, io.StringIO())
+    for event in _run_of(300, op="rollback"):
+        r.event(event)
+    texts = _texts(out)
+    assert texts[0] == "rollback: rolling back 300 migrations, 300–1"
+    assert texts[-1] == "rollback: rolled back 300 migrations, 300–1 in 900ms"
+
+
+def test_plain_nothing_to_do_is_one_line() -> None:
+    out = io.StringIO()
+    r = PlainRenderer(out, io.StringIO())
+    r.event(RunStarted(operation="migrate", plan=()))
+    r.event(RunFinished(operation="migrate", duration_ms=50.0))
+    assert _texts(out) == ["migrate: nothing to do"]
+
+
+def test_version_ranges_follow_the_plan_order_and_are_capped() -> None:
+    assert version_ranges([1, 2, 3, 5, 7, 8, 9]) == "1–3, 5, 7–9"
+    assert version_ranges([3, 2, 1]) == "3–1"
+    stamps = [20261126153000, 20261127090000, 20261201120000]
+    assert version_ranges(stamps, stamps) == "20261126153000–20261201120000"
+    assert version_ranges(stamps[::2], stamps) == "20261126153000, 20261201120000"
+    assert version_ranges(list(range(1, 40, 2))) == "1, 3, 5, 7, 9, 11, 13, 15, and 12 more"
+    assert version_ranges([]) == ""
+
+
+def _slow_events() -> tuple[StatementStarted, StatementFinished]:
+    started = StatementStarted(version=7, index=2, total=3, line=4, column=1, keyword="CREATE",
+                               preview="CREATE INDEX orders_idx ON orders (id);")  # fmt: skip
+    finished = StatementFinished(version=7, index=2, total=3, status="CREATE INDEX",
+                                 duration_ms=1500.0)  # fmt: skip
+    return started, finished
+
+
+def test_plain_statement_of_a_second_or_more_gets_its_own_line() -> None:
+    """A statement that took >= 1 s is printed when it ends, with its duration and where
+    it is; a fast one is not."""
+    out = io.StringIO()
+    r = PlainRenderer(out, io.StringIO())
+    started, finished = _slow_events()
+    r.event(started)
+    r.event(finished)
+    fast = StatementFinished(version=7, index=3, total=3, status="SELECT 1", duration_ms=999.0)
+    r.event(fast)
+    assert _texts(out) == [
+        "7 [2/3] CREATE INDEX in 1.5s, line 4: CREATE INDEX orders_idx ON orders (id);"
+    ]
+
+
+def test_plain_says_still_running_at_one_second_then_every_minute() -> None:
+    """The watcher's check (``tick``) on a fake clock: nothing before 1 s; a line at 1 s;
+    none again until a minute later; none once the statement has finished."""
+    now = [100.0]
+    out = io.StringIO()
+    r = PlainRenderer(out, io.StringIO(), clock=lambda: now[0])
+    started, finished = _slow_events()
+    r.event(started)
+    for t, lines in ((100.5, 0), (101.0, 1), (130.0, 1), (161.0, 2)):
+        now[0] = t
+        r.tick()
+        assert len(_texts(out)) == lines, t
+    assert _texts(out)[0] == (
+        "7 [2/3] still running after 1.0s, line 4: CREATE INDEX orders_idx ON orders (id);"
+    )
+    assert _texts(out)[1].startswith("7 [2/3] still running after 1min 1s")
+    r.event(finished)
+    now[0] = 300.0
+    r.tick()
+    assert len(_texts(out)) == 3  # the finished line only
+    assert _texts(out)[2].startswith("7 [2/3] CREATE INDEX in 1.5s")
+
+
+def test_plain_watcher_thread_reports_a_statement_still_running() -> None:
+    """Inside ``live()`` the watcher thread prints the line by itself while the statement
+    runs (no event arrives), and stops with the run."""
+    out = io.StringIO()
+    r = PlainRenderer(out, io.StringIO(), slow_after=0.05)
+    started, _ = _slow_events()
+    with r.live():
+        r.event(started)
+        deadline = time.monotonic() + 10
+        while "still running" not in out.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert "7 [2/3] still running after" in out.getvalue()
+    assert not any(t.name == "asyncmig-slow-statements" for t in threading.enumerate())
 
 
 def test_plain_status_and_validation() -> None:
@@ -332,7 +500,7 @@ def test_rich_progress_and_summary() -> None:
     for header in ("Version", "Migration", "Statements", "Duration", "Result"):
         assert header in text
     assert "failed" in text and "ok" in text
-    assert "migrate: failed after 20ms; applied 1 migration (1)" in text
+    assert "migrate: failed after 20ms; applied 1 migration, 1" in text
 
 
 def test_rich_statement_column_shows_running_statement() -> None:

@@ -1,11 +1,45 @@
-"""Not a terminal (CI logs, ``kubectl logs``): one timestamped line per event."""
+"""Not a terminal (CI logs, ``kubectl logs``): timestamped lines, one per migration.
+
+What is printed, by default:
+
+* one line per migration, when it ends (``12 add_orders: applied in 40ms``), or its
+  failure with the error;
+* a statement that ran for :attr:`PlainRenderer.slow_after` (1 s) or longer gets a line
+  of its own when it ends, with its duration; and while it is still running, a
+  ``still running`` line at 1 s and then every minute, so a long index build does not
+  look like a hang in a log that only shows finished things. A watcher thread (started
+  by :meth:`~PlainRenderer.live`, around a run) checks ten times a second;
+* the plan (file names for up to three migrations, version ranges beyond) and the
+  summary, which names ranges: ``migrate: applied 300 migrations, 1–300 in 4.9s``;
+* lock waits and reclaims, server notices, warnings.
+
+``-v`` adds every statement's start and end, migration starts and lock acquire/release.
+``--json`` (:mod:`.jsonl`) keeps every event. Errors go to stderr.
+"""
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from ..events import Event
+from ..durations import format_duration
+from ..events import (
+    Event,
+    LockAcquired,
+    LockReleased,
+    MigrationFailed,
+    MigrationFinished,
+    MigrationStarted,
+    RunFinished,
+    RunStarted,
+    StatementFinished,
+    StatementStarted,
+)
 from ..reports import StatusReport, ValidationReport
 from .base import Renderer, Scrub, ScrubbingWriter, identity
 from .text import (
@@ -22,27 +56,110 @@ from .text import (
 
 __all__ = ["PlainRenderer"]
 
+REPEAT_EVERY = 60.0  # seconds between "still running" lines after the first
+
+
+@dataclass
+class _Running:
+    """The statement now running, and when to say so next."""
+
+    event: StatementStarted
+    started: float  # the renderer's clock
+    next_report: float
+
 
 class PlainRenderer(Renderer):
-    """One line per event on ``out``; errors on ``err``."""
+    """Timestamped lines on ``out``; errors on ``err``."""
 
     def __init__(
-        self, out: IO[str], err: IO[str], *, scrub: Scrub = identity, verbose: bool = False
+        self,
+        out: IO[str],
+        err: IO[str],
+        *,
+        scrub: Scrub = identity,
+        verbose: bool = False,
+        slow_after: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.out = ScrubbingWriter(out, scrub)
         self.err = ScrubbingWriter(err, scrub)
         self.verbose = verbose
+        self.slow_after = slow_after
+        self._clock = clock
+        self._order: tuple[int, ...] = ()  # the run's planned versions, for ranges
+        self._running: _Running | None = None
+        self._write_lock = threading.Lock()
 
     def _line(
         self, text: str, *, ts: datetime | None = None, stream: ScrubbingWriter | None = None
     ) -> None:
         stamp = (ts or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
         target = stream or self.out
-        target.write(f"{stamp}Z {text}" + "\n")
-        target.flush()
+        with self._write_lock:
+            target.write(f"{stamp}Z {text}" + "\n")
+            target.flush()
+
+    @contextmanager
+    def live(self) -> Iterator[None]:
+        """Around a run: a watcher thread says when a statement runs for a long time."""
+        stop = threading.Event()
+        interval = min(0.1, self.slow_after / 4) if self.slow_after > 0 else 0.1
+
+        def watch() -> None:
+            while not stop.wait(interval):
+                self.tick()
+
+        watcher = threading.Thread(target=watch, name="asyncmig-slow-statements", daemon=True)
+        watcher.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            watcher.join()
+            self._running = None
+
+    def tick(self, now: float | None = None) -> None:
+        """Print ``still running`` for a statement that has run for ``slow_after`` (then
+        every :data:`REPEAT_EVERY` seconds). Called by the watcher thread; ``now`` is the
+        renderer's clock (``time.monotonic`` unless another clock was given)."""
+        running = self._running
+        now = self._clock() if now is None else now
+        if running is None or now < running.next_report:
+            return
+        running.next_report = now + REPEAT_EVERY
+        e = running.event
+        took = format_duration(now - running.started)
+        self._line(f"{e.version} [{e.index}/{e.total}] still running after {took}, "
+                   f"line {e.line}: {e.preview}")  # fmt: skip
 
     def event(self, event: Event) -> None:
-        text = describe_event(event)
+        match event:
+            case StatementStarted():
+                now = self._clock()
+                self._running = _Running(event, now, now + self.slow_after)
+                if self.verbose:
+                    self._line(describe_event(event) or "", ts=event.ts)
+                return
+            case StatementFinished(duration_ms=ms):
+                running, self._running = self._running, None
+                if self.verbose:
+                    self._line(describe_event(event) or "", ts=event.ts)
+                elif ms >= self.slow_after * 1000:
+                    self._line(_slow_line(event, running), ts=event.ts)
+                return
+            case MigrationStarted() | LockAcquired() | LockReleased():
+                if self.verbose:
+                    self._line(describe_event(event) or "", ts=event.ts)
+                return
+            case MigrationFinished() | MigrationFailed():
+                self._running = None
+            case RunStarted(plan=plan):
+                self._order = tuple(p.version for p in plan)
+            case RunFinished(applied=applied, rolled_back=back, ok=ok, dry_run=dry):
+                self._running = None
+                if ok and not dry and not applied and not back:
+                    return  # "nothing to do" was said when the run started
+        text = describe_event(event, self._order)
         if text is not None:
             self._line(text, ts=event.ts)
 
@@ -84,3 +201,13 @@ class PlainRenderer(Renderer):
             f"lock released\n"
         )
         self.err.flush()
+
+
+def _slow_line(event: StatementFinished, running: _Running | None) -> str:
+    """A slow statement's end: where it is in the file when its start is known."""
+    head = f"{event.version} [{event.index}/{event.total}] {event.status or 'OK'} "
+    head += f"in {fmt_ms(event.duration_ms)}"
+    started = running.event if running is not None else None
+    if started is not None and (started.version, started.index) == (event.version, event.index):
+        head += f", line {started.line}: {started.preview}"
+    return head

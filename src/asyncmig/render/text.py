@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import traceback
+from collections.abc import Sequence
 from datetime import UTC
 from typing import Any
 
@@ -28,6 +29,7 @@ from ..events import (
 from ..reports import StatusReport, ValidationReport, VersionStatus
 
 __all__ = [
+    "RANGE_PARTS",
     "applied_when",
     "describe_event",
     "error_line",
@@ -38,8 +40,11 @@ __all__ = [
     "state_label",
     "status_footer",
     "validation_footer",
+    "version_ranges",
     "where",
 ]
+
+RANGE_PARTS = 8  # a summary names at most this many ranges, then how many more
 
 
 def fmt_ms(value: float | None) -> str:
@@ -50,18 +55,58 @@ def plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def describe_event(event: Event) -> str | None:
-    """One line of text for an event (plain logs and rich's scrolling lines)."""
+def version_ranges(versions: Sequence[int], order: Sequence[int] | None = None) -> str:
+    """Versions as ranges: ``1–300``; ``1–3, 5, 7–9``.
+
+    A range is a run of versions that are neighbours in ``order`` (the run's plan, so
+    timestamp versions such as ``20261126153000`` form ranges too), or, without it,
+    consecutive integers; ascending or descending (a rollback's ``300–1``). At most
+    :data:`RANGE_PARTS` parts, then how many more.
+    """
+    if not versions:
+        return ""
+    position = {v: i for i, v in enumerate(order)} if order else None
+
+    def key(v: int) -> int | None:
+        return v if position is None else position.get(v)
+
+    runs: list[list[int]] = []
+    step = 0  # +1 / -1 once the last run has two versions
+    for v in versions:
+        if runs:
+            here, last = key(v), key(runs[-1][-1])
+            delta = None if here is None or last is None else here - last
+            if delta in ((step,) if step else (1, -1)):
+                runs[-1].append(v)
+                step = delta or 0
+                continue
+        runs.append([v])
+        step = 0
+    parts = [f"{r[0]}" if len(r) == 1 else f"{r[0]}–{r[-1]}" for r in runs[:RANGE_PARTS]]
+    if len(runs) > RANGE_PARTS:
+        parts.append(f"and {len(runs) - RANGE_PARTS} more")
+    return ", ".join(parts)
+
+
+def describe_event(event: Event, order: Sequence[int] | None = None) -> str | None:
+    """One line of text for an event (plain logs and rich's scrolling lines).
+
+    ``order``: the run's planned versions, so that a summary's ranges follow the plan.
+    """
     match event:
         case RunStarted(operation=op, plan=plan, dry_run=dry, atomic=atomic):
             if not plan:
                 return f"{op}: nothing to do"
-            names = ", ".join(p.filename for p in plan)
             what = "would apply" if dry and op == "migrate" else "applying"
             if op == "rollback":
                 what = "would roll back" if dry else "rolling back"
             mode = " in one transaction" if atomic else ""
-            return f"{op}: {what} {plural(len(plan), 'migration')}{mode}: {names}"
+            if len(plan) <= 3:
+                names = ": " + ", ".join(p.filename for p in plan)
+            else:
+                versions = [p.version for p in plan]
+                names = ", " + version_ranges(versions, versions)
+            return f"{op}: {what} {plural(len(plan), 'migration')}{mode}{names}"
         case LockWaiting(holder=holder, waited_s=waited):
             who = holder.describe() if holder else "another session"
             return f"waiting for the migration lock held by {who} ({waited:.0f}s so far)"
@@ -99,7 +144,7 @@ def describe_event(event: Event) -> str | None:
                 return f"{op}: dry run finished in {took}; nothing was changed"
             done = applied if op != "rollback" else back
             verb = "rolled back" if op == "rollback" else "applied"
-            listed = f" ({', '.join(map(str, done))})" if done else ""
+            listed = f", {version_ranges(done, order)}" if done else ""
             if not ok:
                 return f"{op}: failed after {took}; {verb} {plural(len(done), 'migration')}{listed}"
             return f"{op}: {verb} {plural(len(done), 'migration')}{listed} in {took}"
