@@ -503,7 +503,8 @@ def split_statements(text: str, *, path: str | os.PathLike[str] | None = None) -
     pos = 0
     std_strings = True
     line_no = 1
-    line_pos = 0
+    line_pos = 0  # where line_no was counted up to
+    line_start = 0  # where the line line_pos is on starts
     while True:
         pos = _skip_space(text, pos, path)
         if pos >= n:
@@ -528,10 +529,17 @@ def split_statements(text: str, *, path: str | os.PathLike[str] | None = None) -
         )
         end, pos = _scan(text, start, std_strings, function, path)
 
-        # Lines are counted incrementally: each character is looked at once, by str.count.
-        line_no += text.count("\n", line_pos, start)
-        column = start - text.rfind("\n", 0, start)
-        end_line = line_no + text.count("\n", start, end - 1)
+        # Lines are counted incrementally: each character is looked at once, by str.count
+        # (and str.rfind only where a line starts, so a one-line file is not quadratic).
+        newlines = text.count("\n", line_pos, start)
+        if newlines:
+            line_no += newlines
+            line_start = text.rfind("\n", line_pos, start) + 1
+        column = start - line_start + 1
+        newlines = text.count("\n", start, end - 1)
+        end_line = line_no + newlines
+        if newlines:
+            line_start = text.rfind("\n", start, end - 1) + 1
         stmt_text = text[start:end]
         keyword = _keyword(words)
         copy = keyword == "COPY" and _copy_from_stdin(stmt_text)
