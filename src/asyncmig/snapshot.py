@@ -255,8 +255,9 @@ WHERE d.objoid >= 16384
                   AND e.objid = d.objoid AND e.deptype = 'e')""",
 }
 
-# asyncmig's history tables, what hangs off them (indexes, sequences, toast), and the
-# audit log's guard function. (pg_class and pg_proc oids come from one counter.)
+# asyncmig's history tables, what hangs off them (indexes, sequences, toast), and its
+# functions (the audit log's guard, the marker, the recorder). (pg_class and pg_proc
+# oids come from one counter.)
 _BOOKKEEPING = """
 WITH t AS (SELECT c.oid FROM pg_class c WHERE c.oid IN
              (SELECT to_regclass(x) FROM unnest($1::text[]) x))
@@ -266,7 +267,8 @@ UNION SELECT d.objid FROM pg_depend d, t
    AND d.refobjid = t.oid
 UNION SELECT i.indexrelid FROM pg_index i, t WHERE i.indrelid = t.oid
 UNION SELECT c.reltoastrelid FROM pg_class c, t WHERE c.oid = t.oid
-UNION SELECT p.oid FROM pg_proc p WHERE $2 <> '' AND p.oid = to_regprocedure($2)
+UNION SELECT p.oid FROM pg_proc p
+ WHERE p.oid IN (SELECT to_regprocedure(x) FROM unnest($2::text[]) x)
 """
 
 
@@ -323,13 +325,16 @@ class Difference:
 async def take_snapshot(conn: Conn, *, history_schema: str | None = "public") -> CatalogSnapshot:
     """Read the catalog of ``conn``'s database. asyncmig's own history tables (in
     ``history_schema``; None keeps them) and what hangs off them are left out."""
-    names: list[str] = []
-    guard = ""
+    tables: list[str] = []
+    functions: list[str] = []
     if history_schema is not None:
         h = History(history_schema)
-        names = [h.t_migrations, h.t_log, h.t_locks]
+        # History names its own objects (older layouts: the three tables and the guard)
+        tables = list(getattr(h, "own_relations", [h.t_migrations, h.t_log, h.t_locks]))
         guard = f"{quote_ident(history_schema)}._migrations_log_append_only()"
-    bookkeeping = [r[0] for r in await conn.fetch(_BOOKKEEPING, names, guard)]
+        functions = list(getattr(h, "own_functions", [guard]))
+
+    bookkeeping = [r[0] for r in await conn.fetch(_BOOKKEEPING, tables, functions)]
     objects: dict[str, dict[str, str]] = {}
     for query in _QUERIES.values():
         args = (bookkeeping,) if "$1" in query else ()
