@@ -99,14 +99,15 @@ async def wait_until(
         await anyio.sleep(0.02)
 
 
-async def running_here(dsn: str, query_prefix: str) -> int:
-    """Backends of this test's database (not the whole server) running ``query_prefix…``."""
+async def running_here(dsn: str, statement: str) -> int:
+    """Backends of this test's database (not the whole server) running ``statement``
+    (alone, or within a message of several, as a batched migration sends it)."""
     return int(
         await fetchval(
             dsn,
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND state = 'active' AND pid <> pg_backend_pid() AND starts_with(query, $1)",
-            query_prefix,
+            "AND state = 'active' AND pid <> pg_backend_pid() AND strpos(query, $1) > 0",
+            statement,
         )
     )
 
@@ -124,7 +125,7 @@ async def advisory_locks_here(dsn: str) -> int:
 
 # asyncmig's own history tables (`_migrations`, `_migrations_log`, `_migration_locks`,
 # their indexes, sequences, row types and trigger) stay after a rollback, by design.
-_BOOKKEEPING = re.compile(r"(?:^|[.\s])_{1,2}migration")
+_BOOKKEEPING = re.compile(r"(?:^|[.\s])_{1,2}(?:migration|asyncmig_)")
 _SYSTEM = "n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'"
 _SNAPSHOT_QUERIES = {
     "schemas": f"SELECT n.nspname || ' ' || coalesce(n.nspacl::text, '') FROM pg_namespace n "

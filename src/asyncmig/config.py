@@ -32,6 +32,7 @@ class Config:
     wait_for_db: float = 0.0
     application_name: str = "asyncmig"
     environment: str | None = None
+    batch: bool = True  # a transactional migration as one message; False: a round trip each
 
     def with_(self, **changes: Any) -> Config:
         """A copy with some fields changed (paths accept str)."""

@@ -24,6 +24,8 @@ import json
 import os
 import socket
 from collections.abc import Mapping, Sequence
+from dataclasses import astuple, dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -35,12 +37,15 @@ from .session import OWN_IDENTITY
 
 __all__ = [
     "LAYOUT_VERSION",
+    "MARK_SQLSTATE",
     "History",
     "HistoryRow",
+    "Staged",
     "quote_ident",
 ]
 
-LAYOUT_VERSION = 1
+MARK_SQLSTATE = "AM001"  # the markers' NOTICEs, told apart from a file's own
+LAYOUT_VERSION = 2  # 2: the staged rows and the two functions runs call in their messages
 HOSTNAME = socket.gethostname()
 
 
@@ -56,6 +61,20 @@ _ROW_COLUMNS = (
     "statements_total, statements_done, transactional, error_message, error_sqlstate, "
     "rollback_sql, rollback_checksum"
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Staged:
+    """What one planned file's history row will say (see :meth:`History.stage`)."""
+
+    version: int
+    direction: str  # "up" or "down"
+    filename: str
+    checksum: str | None
+    rollback_sql: str | None
+    rollback_checksum: str | None
+    statements: int
+    transactional: bool
 
 
 def _row(rec: asyncpg.Record | Mapping[str, Any]) -> HistoryRow:
@@ -87,9 +106,27 @@ class History:
         self.t_migrations = f"{s}._migrations"
         self.t_log = f"{s}._migrations_log"
         self.t_locks = f"{s}._migration_locks"
+        self.t_staged = f"{s}._migrations_staged"
+        self.f_mark = f"{s}._asyncmig_mark"
+        self.f_record = f"{s}._asyncmig_record"
         self._regclass = f"{s}._migrations"
 
     # -- layout -----------------------------------------------------------------------
+
+    @property
+    def own_relations(self) -> list[str]:
+        """asyncmig's own tables here (what a catalog comparison leaves out)."""
+        return [self.t_migrations, self.t_log, self.t_locks, self.t_staged]
+
+    @property
+    def own_functions(self) -> list[str]:
+        """asyncmig's own functions here, as ``to_regprocedure`` reads them."""
+        guard = f"{quote_ident(self.schema)}._migrations_log_append_only()"
+        return [
+            guard,
+            f"{self.f_mark}(numeric, integer, boolean)",
+            f"{self.f_record}(numeric, integer)",
+        ]
 
     def _create_sql(self) -> str:
         s = quote_ident(self.schema)
@@ -163,6 +200,79 @@ CREATE TABLE IF NOT EXISTS {locks} (
     CONSTRAINT single_row CHECK (id = 1)
 );
 INSERT INTO {locks} (id) VALUES (1) ON CONFLICT DO NOTHING;
+{self._staging_sql()}"""
+
+    def _staging_sql(self) -> str:
+        """The run's planned rows, and the two functions a batched message calls.
+
+        ``_migrations_staged`` holds, for the run that holds the lock, what each planned
+        file's history row will say; a message then records a file by calling
+        ``_asyncmig_record(version)``, with no value spelled into its text.
+        ``_asyncmig_mark(version, k, first)`` sends the NOTICE (SQLSTATE ``AM001``) that
+        tells the client statement *k* starts (whatever the file set
+        ``client_min_messages`` to), and times the file from its first mark.
+        """
+        m, log, staged = self.t_migrations, self.t_log, self.t_staged
+        return f"""
+CREATE UNLOGGED TABLE IF NOT EXISTS {staged} (
+    version            numeric(20, 0) NOT NULL,
+    direction          text NOT NULL,
+    filename           text NOT NULL,
+    checksum           text,
+    rollback_sql       text,
+    rollback_checksum  text,
+    statements         integer NOT NULL,
+    transactional      boolean NOT NULL,
+    host               text,
+    pid                integer,
+    started_at         timestamptz
+);
+CREATE OR REPLACE FUNCTION {self.f_mark}(v numeric, k integer, first boolean)
+RETURNS void LANGUAGE plpgsql
+SET client_min_messages = notice SET search_path = pg_catalog AS $fn$
+BEGIN
+    IF first THEN
+        UPDATE {staged} SET started_at = clock_timestamp() WHERE version = v;
+    END IF;
+    RAISE NOTICE USING ERRCODE = '{MARK_SQLSTATE}',
+        MESSAGE = v || ' ' || k || ' ' || extract(epoch FROM clock_timestamp());
+END
+$fn$;
+CREATE OR REPLACE FUNCTION {self.f_record}(v numeric, given_ms integer DEFAULT NULL)
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog AS $fn$
+DECLARE
+    r record;
+    ms integer;
+BEGIN
+    SELECT * INTO STRICT r FROM {staged} WHERE version = v;
+    ms := coalesce(given_ms,
+        round(extract(epoch FROM clock_timestamp() - r.started_at) * 1000)::integer, 0);
+    IF r.direction = 'up' THEN
+        INSERT INTO {m} AS m (version, filename, checksum, executed_at, executed_by,
+            execution_time_ms, status, rollback_sql, rollback_checksum, statements_total,
+            statements_done, transactional, host, pid)
+        VALUES (v, r.filename, r.checksum, now(), current_user, ms, 'completed',
+            r.rollback_sql, r.rollback_checksum, r.statements, r.statements,
+            r.transactional, r.host, r.pid)
+        ON CONFLICT (version) DO UPDATE SET filename = EXCLUDED.filename,
+            checksum = EXCLUDED.checksum, executed_at = now(), executed_by = current_user,
+            execution_time_ms = EXCLUDED.execution_time_ms, status = 'completed',
+            error_message = NULL, error_sqlstate = NULL, error_statement = NULL,
+            error_line = NULL, error_column = NULL, rollback_sql = EXCLUDED.rollback_sql,
+            rollback_checksum = EXCLUDED.rollback_checksum,
+            statements_total = EXCLUDED.statements_total,
+            statements_done = EXCLUDED.statements_done,
+            transactional = EXCLUDED.transactional,
+            host = EXCLUDED.host, pid = EXCLUDED.pid, rolled_back_at = NULL;
+        INSERT INTO {log} (action, version, filename, checksum, duration_ms, host, pid)
+        VALUES ('apply', v, r.filename, r.checksum, ms, r.host, r.pid);
+    ELSE
+        UPDATE {m} SET status = 'rolled_back', rolled_back_at = now() WHERE version = v;
+        INSERT INTO {log} (action, version, filename, checksum, duration_ms, host, pid)
+        VALUES ('rollback', v, r.filename, r.checksum, ms, r.host, r.pid);
+    END IF;
+END
+$fn$;
 """
 
     async def exists(self, conn: Conn) -> bool:
@@ -251,33 +361,49 @@ INSERT INTO {locks} (id) VALUES (1) ON CONFLICT DO NOTHING;
 
     # -- writing ----------------------------------------------------------------------
 
-    def completed_sql(self) -> str:
-        """Upsert a completed row and append to the log in one statement.
-
-        Params: $1 version, $2 filename, $3 checksum, $4 duration ms, $5 rollback sql,
-        $6 rollback checksum, $7 statements, $8 transactional, $9 host, $10 pid.
-        """
-        return f"""
-WITH up AS (
-    INSERT INTO {self.t_migrations} AS m (version, filename, checksum, executed_at,
-        executed_by, execution_time_ms, status, rollback_sql, rollback_checksum,
-        statements_total, statements_done, transactional, host, pid)
-    VALUES ($1, $2, $3, now(), current_user, $4, 'completed', $5, $6, $7, $7, $8, $9, $10)
-    ON CONFLICT (version) DO UPDATE SET filename = EXCLUDED.filename,
-        checksum = EXCLUDED.checksum, executed_at = now(), executed_by = current_user,
-        execution_time_ms = EXCLUDED.execution_time_ms, status = 'completed',
-        error_message = NULL, error_sqlstate = NULL, error_statement = NULL,
-        error_line = NULL, error_column = NULL, rollback_sql = EXCLUDED.rollback_sql,
-        rollback_checksum = EXCLUDED.rollback_checksum,
-        statements_total = EXCLUDED.statements_total,
-        statements_done = EXCLUDED.statements_done, transactional = EXCLUDED.transactional,
-        host = EXCLUDED.host, pid = EXCLUDED.pid, rolled_back_at = NULL
-    RETURNING version
+    async def stage(self, conn: Conn, rows: Sequence[Staged]) -> datetime:
+        """Put the run's planned rows in place (one statement, under the lock), replacing
+        whatever an earlier run left. Returns when this session started, which tells it
+        apart from any later session with the same pid."""
+        cols = list(zip(*(astuple(r) for r in rows), strict=True)) if rows else [()] * 8
+        started: datetime = await conn.fetchval(
+            f"""
+WITH gone AS (DELETE FROM {self.t_staged}),
+staged AS (
+    INSERT INTO {self.t_staged} (version, direction, filename, checksum, rollback_sql,
+        rollback_checksum, statements, transactional, host, pid)
+    SELECT v, d, f, c, rs, rc, n, t, $9, $10
+    FROM unnest($1::numeric[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+        $7::integer[], $8::boolean[]) AS r(v, d, f, c, rs, rc, n, t)
 )
-INSERT INTO {self.t_log} (action, version, filename, checksum, duration_ms, host, pid)
-SELECT 'apply', version, $2, $3, $4, $9, $10 FROM up
-RETURNING pg_current_xact_id()::text
-"""
+SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()
+""",
+            *(list(c) for c in cols),
+            HOSTNAME,
+            os.getpid(),
+        )
+        return started
+
+    async def statuses(self, conn: Conn, versions: Sequence[int]) -> dict[int, str]:
+        """The status of each of ``versions`` that has a row."""
+        recs = await conn.fetch(
+            f"SELECT version, status FROM {self.t_migrations} WHERE version = ANY($1::numeric[])",
+            list(versions),
+        )
+        return {int(r["version"]): r["status"] for r in recs}
+
+    def mark_sql(self, version: int, k: int, *, first: bool) -> str:
+        """The marker before statement ``k`` (``total + 1``: the file is done). Integers
+        and a boolean only (``int()`` enforced): no value from a file reaches this text."""
+        return f"SELECT {self.f_mark}({int(version)}, {int(k)}, {bool(first)})"
+
+    def record_sql(self, version: int) -> str:
+        """Record a staged file as done (applied, or rolled back), inside its transaction."""
+        return f"SELECT {self.f_record}({int(version)})"
+
+    async def record(self, conn: Conn, version: int, duration_ms: float) -> None:
+        """As :meth:`record_sql`, one statement of its own, with the client's timing."""
+        await conn.execute(f"SELECT {self.f_record}($1, $2)", version, int(duration_ms))
 
     async def record_completed(
         self,
@@ -291,22 +417,12 @@ RETURNING pg_current_xact_id()::text
         rollback_checksum: str | None,
         statements: int,
         transactional: bool,
-    ) -> str | None:
-        """Returns the writing transaction's id, to settle an unanswered COMMIT."""
-        xid = await conn.fetchval(
-            self.completed_sql(),
-            version,
-            filename,
-            checksum,
-            duration_ms,
-            rollback_sql,
-            rollback_checksum,
-            statements,
-            transactional,
-            HOSTNAME,
-            os.getpid(),
-        )
-        return str(xid) if xid is not None else None
+    ) -> None:
+        """Stage and record one applied version (tests and tools; runs stage their plan)."""
+        row = Staged(version, "up", filename, checksum, rollback_sql, rollback_checksum,
+                     statements, transactional)  # fmt: skip
+        await self.stage(conn, [row])
+        await self.record(conn, version, duration_ms)
 
     async def record_running(
         self,
@@ -443,42 +559,6 @@ WHERE m.status <> 'completed'
                 duration_ms=duration_ms,
                 detail=detail,
             )
-
-    async def record_rolled_back_many(
-        self, conn: Conn, items: Sequence[tuple[int, str, str | None, int]]
-    ) -> str | None:
-        """Mark versions ``rolled_back`` and log each, in one statement (one round trip).
-
-        ``items``: (version, filename, checksum, duration ms), in the order undone. Runs
-        inside the rollback group's transaction, so it commits or vanishes with it.
-        """
-        if not items:
-            return None
-        versions, filenames, checksums, durations = (list(col) for col in zip(*items, strict=True))
-        xid = await conn.fetchval(
-            f"""
-WITH r AS (
-    SELECT * FROM unnest($1::numeric[], $2::text[], $3::text[], $4::integer[])
-        WITH ORDINALITY AS r(version, filename, checksum, duration_ms, ord)
-), up AS (
-    UPDATE {self.t_migrations} m SET status = 'rolled_back', rolled_back_at = now()
-    FROM r WHERE m.version = r.version
-    RETURNING m.version
-)
-INSERT INTO {self.t_log} (action, version, filename, checksum, duration_ms, host, pid)
-SELECT 'rollback', r.version, r.filename, r.checksum, r.duration_ms, $5, $6
-FROM r JOIN up ON up.version = r.version
-ORDER BY r.ord
-RETURNING pg_current_xact_id()::text
-""",
-            versions,
-            filenames,
-            checksums,
-            durations,
-            HOSTNAME,
-            os.getpid(),
-        )
-        return str(xid) if xid is not None else None
 
     async def log(
         self,

@@ -192,7 +192,7 @@ class Migrator:
         return Runner(
             conn, self.history, emit, progress,
             migration_timeout=self.config.migration_timeout,
-            fresh=lambda: self._connection("settle"),
+            fresh=lambda: self._connection("settle"), batch=self.config.batch,
         )  # fmt: skip
 
     def _load(self, lazy: bool = False) -> MigrationSet:
@@ -272,11 +272,7 @@ class Migrator:
                                           atomic=atomic))  # fmt: skip
                     async with self._runner(conn, emit, progress) as runner:
                         applied = runner.done  # what committed, also when a later one fails
-                        if atomic:
-                            await runner.apply_atomic(pending)
-                        else:
-                            for step in pending:
-                                await runner.apply(step)
+                        await runner.migrate(pending, atomic=atomic)
             except AsyncmigError:
                 with anyio.CancelScope(shield=True):
                     await emit(RunFinished(operation="migrate",

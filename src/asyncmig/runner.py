@@ -1,42 +1,46 @@
-"""Run migrations and rollbacks, statement by statement, on the lock's connection.
+"""Run migrations and rollbacks on the lock's connection.
 
 One core runs a *transactional unit* — one migration, an ``--atomic`` batch, or a group
 of consecutive transactional rollbacks — and one runs a *no-transaction file*:
 
-* Unit: the session reset and ``BEGIN`` travel with the first statement; each file's
-  ``SET LOCAL`` timeouts with its own first statement; each statement is timed and
-  reported; the history rows are written inside the transaction (as the connecting
-  user), then ``COMMIT``. A failure rolls everything back, then the failure is recorded
-  in a transaction of its own, so it is never lost with the rollback.
+* Unit, batched (the default): the whole unit goes as one message, or a few
+  (:mod:`asyncmig.batch`): the session reset, ``BEGIN``, each file's ``SET LOCAL``
+  timeouts, its statements with a marker before each, the history rows (recorded as
+  the connecting user from rows staged when the run began), ``COMMIT``. The markers'
+  NOTICEs arrive while it runs and become the per-statement events; the last one names
+  the statement that failed.
+* Unit, per statement (``batch=False``, and for a file that switches roles, which the
+  markers could not follow): the same, one round trip per statement.
 * No-transaction file: the row is committed as ``running`` first. A statement that may
-  run in a transaction block commits together with its resume point
-  (``BEGIN; stmt`` then ``UPDATE … statements_done; COMMIT``), so a stop anywhere never
-  re-runs it; a statement that cannot (``CREATE INDEX CONCURRENTLY``) commits on its
-  own, and its resume point right after.
+  run in a transaction block commits together with its resume point, so a stop
+  anywhere never re-runs it; one that cannot (``CREATE INDEX CONCURRENTLY``) commits on
+  its own, and its resume point right after.
 * Every file starts from a clean session (:mod:`asyncmig.session`).
-* A COMMIT whose answer did not arrive (deadline, cancellation, cut connection) is
-  settled before anything is recorded: the transaction id written with the history row
-  is looked up with ``pg_xact_status`` on this connection after a ``ROLLBACK``, or on a
-  fresh one. A committed unit is reported applied; an unknowable one raises
+* A failure rolls back, then is recorded in a transaction of its own (never lost with
+  the rollback). A COMMIT whose answer did not arrive is settled first, from history on
+  this session after a ``ROLLBACK``, or on a fresh connection after ending this session:
+  a committed unit is reported applied; an unknowable one raises
   :class:`CommitUncertainError` and records nothing.
-* Deadline: each file's statements run under ``anyio.fail_after``; when it passes,
-  asyncpg cancels the running statement on the server.
-* Cancellation: the same cleanup runs shielded with its own deadline, then propagates.
-* A dead connection or a lost lock becomes :class:`LockLostError`, never a partial run.
+* Deadline: each unit (or no-transaction file) runs under ``anyio.fail_after``; when it
+  passes, asyncpg cancels the running statement on the server.
+* Cancellation: the same clean-up runs shielded with its own deadline, then propagates.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 import anyio
 import asyncpg
 
 from . import session
+from .batch import Segment, Tracker, build, parse_mark
 from .connection import Conn
 from .errors import (
     AsyncmigError,
@@ -57,10 +61,10 @@ from .events import (
     StatementStarted,
     preview,
 )
-from .history import History
+from .history import MARK_SQLSTATE, History, Staged
 from .loader import Migration, SqlFile
 from .lock import Progress
-from .planner import MigrateStep, RollbackStep
+from .models import MigrateStep, RollbackStep
 from .reports import AppliedMigration
 from .splitter import Statement
 
@@ -73,6 +77,14 @@ _COPY_CHUNK = 1 << 20
 Direction = Literal["up", "down"]
 FreshConnection = Callable[[], contextlib.AbstractAsyncContextManager[Conn]]
 
+# A file that switches roles runs statement by statement: a marker called after the
+# switch could lack the right to run.
+_SWITCHES_ROLE = re.compile(
+    r"\b(?:set|reset)\s+(?:(?:local|session)\s+)?(?:role|session\s+authorization)\b"
+    r"|set_config\s*\(\s*'role'",
+    re.I,
+)
+
 
 @dataclass(frozen=True, slots=True)
 class _File:
@@ -83,14 +95,27 @@ class _File:
     filename: str
     sql: SqlFile
     direction: Direction = "up"
+    rollback: SqlFile | None = None  # forward files: stored with the history row
 
     @classmethod
     def up(cls, mig: Migration) -> _File:
-        return cls(mig.version, mig.name, mig.filename, mig.forward)
+        return cls(mig.version, mig.name, mig.filename, mig.forward, "up", mig.rollback)
 
     @classmethod
     def down(cls, step: RollbackStep) -> _File:
         return cls(step.version, step.name, step.filename, step.sql, "down")
+
+    @property
+    def transactional(self) -> bool:
+        return self.sql.directives.transactional
+
+    def staged(self) -> Staged:
+        rb = self.rollback
+        return Staged(
+            self.version, self.direction, self.filename, self.sql.checksum,
+            rb.text if rb else None, rb.checksum if rb else None,
+            len(self.sql.statements), self.transactional,
+        )  # fmt: skip
 
     def applied(self, duration_ms: float) -> AppliedMigration:
         return AppliedMigration(
@@ -101,21 +126,26 @@ class _File:
 
 @dataclass(slots=True)
 class _Failure:
-    """Where a run stands, for the failure path: the statement, how far it got."""
+    """Where a run stands, for the failure path."""
 
+    file: _File | None = None  # the file running
     index: int | None = None  # 1-based statement that was running
     statement: Statement | None = None
-    prefix: int = 0  # characters sent before the statement's text (reset, BEGIN)
+    prefix: int = 0  # characters sent before the statement's text in its message
     done: int = 0  # statements committed (no-transaction files)
     commit_sent: bool = False
-    xid: str | None = None  # the unit's transaction, once its history row is written
+
+    def at(self, f: _File, index: int | None, prefix: int = 0) -> None:
+        self.file, self.index, self.prefix = f, index, prefix
+        self.statement = f.sql.statements[index - 1] if index else None
 
 
 class Runner:
     """Executes planned steps on one connection; emits events; writes history.
 
     ``fresh`` opens another connection, used only to settle a COMMIT whose answer was
-    lost with this one. ``done`` lists what this run committed, in order.
+    lost with this one. ``done`` lists what this run committed, in order. ``batch``:
+    one message per transactional unit (default), or one round trip per statement.
     """
 
     def __init__(
@@ -127,27 +157,40 @@ class Runner:
         *,
         migration_timeout: float,
         fresh: FreshConnection | None = None,
+        batch: bool = True,
     ) -> None:
         self.conn = conn
         self.history = history
         self.emit = emit
         self.progress = progress
         self.migration_timeout = migration_timeout
+        self.batch = batch
         self.done: list[AppliedMigration] = []
         self._fresh = fresh
         self._backend_pid = conn.get_server_pid()
-        self._notices: list[asyncpg.PostgresLogMessage] = []
+        self._backend_start: datetime | None = None
+        self._inbox: list[asyncpg.PostgresLogMessage] = []
+        self._arrived = anyio.Event()
+        self._tracker: Tracker | None = None
+        self._unit_files: Sequence[_File] = ()
         self._current_version: int | None = None
         self._prefix = ""  # session and transaction control sent with the next statement
 
-    # -- notices ----------------------------------------------------------------------
+    # -- notices and markers ----------------------------------------------------------
 
     def _on_notice(self, _conn: object, message: asyncpg.PostgresLogMessage) -> None:
-        self._notices.append(message)
+        self._inbox.append(message)
+        self._arrived.set()
 
-    async def _flush_notices(self) -> None:
-        while self._notices:
-            msg = self._notices.pop(0)
+    async def _drain(self) -> None:
+        """Turn what the server said so far into events, in order."""
+        while self._inbox:
+            msg = self._inbox.pop(0)
+            if getattr(msg, "sqlstate", None) == MARK_SQLSTATE:
+                mark = parse_mark(getattr(msg, "message", ""))
+                if mark is not None and self._tracker is not None:
+                    await self._on_mark(*mark)
+                continue
             await self.emit(
                 ServerNotice(
                     version=self._current_version,
@@ -157,6 +200,41 @@ class Runner:
                     hint=getattr(msg, "hint", None),
                 )
             )
+
+    async def _on_mark(self, version: int, k: int, ts: float) -> None:
+        assert self._tracker is not None
+        for kind, j, index, ms in self._tracker.feed(version, k, ts):
+            f = self._unit_files[j]
+            if kind == "file":
+                await self._started(f)
+            elif kind == "done":
+                continue
+            elif kind == "finished":
+                await self._statement_finished(f, index, f.sql.statements[index - 1].keyword, ms)
+            else:
+                await self._statement_started(f, index)
+
+    @contextlib.asynccontextmanager
+    async def _live(self) -> AsyncIterator[None]:
+        """Deliver markers and notices as events while the body waits on the server."""
+
+        async def pump() -> None:
+            while True:
+                await self._arrived.wait()
+                self._arrived = anyio.Event()
+                await self._drain()
+
+        error: BaseException | None = None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(pump)
+            try:
+                yield
+            except BaseException as exc:  # re-raised below, outside the task group
+                error = exc
+            tg.cancel_scope.cancel()
+        if error is not None:
+            raise error
+        await self._drain()
 
     async def __aenter__(self) -> Runner:
         self.conn.add_log_listener(self._on_notice)
@@ -175,7 +253,7 @@ class Runner:
             if not self.conn.is_in_transaction():
                 await self.conn.execute(session.RESET)
 
-    # -- statements -------------------------------------------------------------------
+    # -- statements, one round trip each ----------------------------------------------
 
     async def _send(self, st: Statement, failure: _Failure) -> str:
         prefix, self._prefix = self._prefix, ""
@@ -213,22 +291,13 @@ class Runner:
     async def _run_statements(
         self, f: _File, start: int, failure: _Failure, *, autocommit: bool = False
     ) -> None:
-        """The file's statements from ``start``. ``autocommit``: each one commits with
-        its resume point (see the module docstring) before it is reported finished."""
+        """The file's statements from ``start``, one round trip each. ``autocommit``:
+        each one commits with its resume point before it is reported finished."""
         statements = f.sql.statements
-        total = len(statements)
-        for index in range(start, total):
+        for index in range(start, len(statements)):
             st = statements[index]
-            text_preview = preview(st.text)
-            self.progress.statement = text_preview
-            failure.index, failure.statement = index + 1, st
-            if self.emit.active:
-                await self.emit(
-                    StatementStarted(
-                        version=f.version, index=index + 1, total=total, line=st.line,
-                        column=st.column, keyword=st.keyword, preview=text_preview,
-                    )
-                )  # fmt: skip
+            failure.at(f, index + 1)
+            await self._statement_started(f, index + 1)
             t0 = time.perf_counter()
             if autocommit and not st.no_transaction:
                 self._prefix += session.BEGIN
@@ -237,35 +306,48 @@ class Runner:
                 commit = self.history.progress_commit_sql(f.version, index + 1)
                 await self.conn.execute(session.BEGIN + commit if st.no_transaction else commit)
             failure.done = index + 1
-            elapsed = (time.perf_counter() - t0) * 1000
-            if self._notices:
-                await self._flush_notices()
-            if self.emit.active:
-                await self.emit(
-                    StatementFinished(
-                        version=f.version, index=index + 1, total=total, status=status,
-                        duration_ms=elapsed,
-                    )
-                )  # fmt: skip
-        failure.index, failure.statement = None, None
+            if self._inbox:
+                await self._drain()
+            await self._statement_finished(f, index + 1, status, _ms(t0))
+        failure.at(f, None)
+
+    async def _statement_started(self, f: _File, index: int) -> None:
+        st = f.sql.statements[index - 1]
+        text_preview = preview(st.text)
+        self.progress.statement = text_preview
+        if self.emit.active:
+            await self.emit(
+                StatementStarted(
+                    version=f.version, index=index, total=len(f.sql.statements), line=st.line,
+                    column=st.column, keyword=st.keyword, preview=text_preview,
+                )
+            )  # fmt: skip
+
+    async def _statement_finished(self, f: _File, index: int, status: str, ms: float) -> None:
+        if self.emit.active:
+            await self.emit(
+                StatementFinished(
+                    version=f.version, index=index, total=len(f.sql.statements),
+                    status=status, duration_ms=ms,
+                )
+            )  # fmt: skip
 
     def _deadline(self) -> contextlib.AbstractContextManager[object]:
         if self.migration_timeout and self.migration_timeout > 0:
             return anyio.fail_after(self.migration_timeout)
         return anyio.CancelScope()
 
-    async def _started(self, f: _File) -> float:
-        """A file begins: publish it, emit it; its start time."""
+    async def _started(self, f: _File) -> None:
+        """A file begins: publish it, emit it."""
         self._current_version = f.version
         self.progress.moved_to(f.version)
         await self.emit(
             MigrationStarted(
                 version=f.version, migration=f.name, filename=f.filename,
-                statements=len(f.sql.statements), transactional=f.sql.directives.transactional,
+                statements=len(f.sql.statements), transactional=f.transactional,
                 direction=f.direction,
             )
         )  # fmt: skip
-        return time.perf_counter()
 
     async def _finished(self, items: Sequence[AppliedMigration]) -> None:
         self.done.extend(items)
@@ -277,71 +359,162 @@ class Runner:
                 )
             )  # fmt: skip
 
+    # -- the plan -----------------------------------------------------------------------
+
+    async def _stage(self, files: Sequence[_File]) -> None:
+        """What each file's history row will say, in place before anything runs."""
+        self._backend_start = await self.history.stage(self.conn, [f.staged() for f in files])
+
+    async def migrate(self, steps: Sequence[MigrateStep], *, atomic: bool = False) -> None:
+        """Apply ``steps``: each in its own transaction (no-transaction files without
+        one), or (``atomic``) all in one."""
+        files = [_File.up(s.migration) for s in steps]
+        if not files:
+            return
+        await self._stage(files)
+        if atomic:
+            await self._unit(files)
+            return
+        for step, f in zip(steps, files, strict=True):
+            if f.transactional:
+                await self._unit([f])
+            else:
+                await self._apply_autocommit(f, step.resume_from)
+
+    async def rollback(self, steps: Sequence[RollbackStep]) -> None:
+        """Undo ``steps`` (newest first): consecutive transactional rollbacks run as one
+        transaction; a no-transaction rollback file runs alone, between the groups."""
+        files = [_File.down(s) for s in steps]
+        if not files:
+            return
+        await self._stage(files)
+        group: list[_File] = []
+        for f in files:
+            if f.transactional:
+                group.append(f)
+                continue
+            if group:
+                await self._unit(group)
+                group = []
+            await self._rollback_autocommit(f)
+        if group:
+            await self._unit(group)
+
     async def run_file(self, sql: SqlFile) -> None:
         """Run a seed file in the transaction its caller began (:mod:`asyncmig.seeds`):
         from a clean session, its directives as ``SET LOCAL``, COPY data, notices; no
         history. A failure raises the typed error naming the file, line and column."""
-        failure = _Failure()
+        f = _File(0, sql.path.stem, sql.path.name, sql)
+        failure = _Failure(file=f)
         d = sql.directives
         self._prefix = session.RESET + session.timeouts(
             d.lock_timeout, d.statement_timeout, local=True
         )
-        f = _File(0, sql.path.stem, sql.path.name, sql)
         try:
             await self._run_statements(f, 0, failure)
             await self._flush_prefix()
         except Exception as exc:
-            error = self._typed_error(exc, f, failure)
+            error = self._typed_error(exc, failure)
             assert error is not None  # None only for a cancellation, not an Exception
             raise error from exc
 
     # -- the transactional unit -------------------------------------------------------
 
-    async def _unit(
-        self,
-        files: Sequence[_File],
-        record: Callable[[Sequence[AppliedMigration]], Awaitable[str | None]],
-    ) -> list[AppliedMigration]:
-        """``files`` in one transaction; ``record`` writes their history inside it and
-        returns the transaction id. Failure: rolled back, recorded, typed error raised."""
-        failure = _Failure()
+    async def _unit(self, files: Sequence[_File]) -> None:
+        """``files`` in one transaction with their history rows. Failure: rolled back,
+        recorded, typed error raised."""
+        failure = _Failure(file=files[0])
         results: list[AppliedMigration] = []
-        current = files[0]
         t0 = time.perf_counter()
+        batched = self.batch and not any(_SWITCHES_ROLE.search(f.sql.text) for f in files)
         try:
-            self._prefix = session.RESET + session.BEGIN
-            for f in files:
-                current = f
-                t0 = await self._started(f)
-                d = f.sql.directives
-                self._prefix += session.timeouts(d.lock_timeout, d.statement_timeout, local=True)
-                with self._deadline():
-                    await self._run_statements(f, 0, failure)
-                results.append(f.applied(_ms(t0)))
-                if f is not files[-1]:
-                    self._prefix = session.RESET  # the next file's clean session
             with self._deadline():
-                await self._flush_prefix()
-                await self.conn.execute(session.OWN_IDENTITY)
-                failure.xid = await record(results)
-                failure.commit_sent = True
-                await self.conn.execute(session.COMMIT)
+                if batched:
+                    durations = await self._unit_batched(files, failure)
+                    results = [f.applied(durations.get(j, 0.0)) for j, f in enumerate(files)]
+                else:
+                    results = await self._unit_per_statement(files, failure)
         except BaseException as exc:
             self._prefix = ""
+            self._tracker = None
             if failure.commit_sent:
-                fate = await self._settle(failure.xid)
+                fate = await self._settle(files)
                 if fate == "committed":
+                    results = [f.applied(_ms(t0) / len(files)) for f in files]
                     await self._committed_anyway(results, exc)
                     if isinstance(exc, anyio.get_cancelled_exc_class()):
                         raise
-                    return results
+                    return
                 if fate is None:
-                    await self._fail(current, failure, exc, t0, uncertain=True)
-            await self._fail(current, failure, exc, t0)
+                    await self._fail(failure, exc, t0, uncertain=True)
+            await self._fail(failure, exc, t0)
             raise  # _fail raised the typed error unless this is a cancellation
         finally:
             self.progress.version = self.progress.statement = None
         await self._finished(results)
+
+    async def _unit_batched(self, files: Sequence[_File], failure: _Failure) -> dict[int, float]:
+        """Send the unit's messages; each file's server-side duration, by position."""
+        segments = build([f.version for f in files], [f.sql for f in files], self.history)
+        self._unit_files = files
+        self._tracker = tracker = Tracker(
+            [f.version for f in files], [len(f.sql.statements) for f in files]
+        )
+        segment = segments[0]
+        try:
+            async with self._live():
+                for segment in segments:
+                    failure.commit_sent = segment.last
+                    await self.conn.execute(segment.text)
+                    if segment.copy is not None:
+                        f = files[segment.copy.file]
+                        await self._copy(f.sql.statements[segment.copy.index - 1])
+        except BaseException as exc:
+            if isinstance(exc, asyncpg.PostgresError):
+                failure.commit_sent = False  # the server answered: nothing committed
+            self._place(exc, segment, tracker, files, failure)
+            raise
+        finally:
+            self._tracker = None
+        return tracker.durations
+
+    def _place(
+        self,
+        exc: BaseException,
+        segment: Segment,
+        tracker: Tracker,
+        files: Sequence[_File],
+        failure: _Failure,
+    ) -> None:
+        """Which statement failed: by the server's error position when it gives one
+        (a syntax error is found before anything in the message runs), else by the
+        last marker."""
+        position = getattr(exc, "position", None)
+        span = segment.at(int(position)) if position else None
+        if span is not None:
+            failure.at(files[span.file], span.index, span.start)
+        elif tracker.file is not None:
+            failure.at(files[tracker.file], tracker.index or None)
+
+    async def _unit_per_statement(
+        self, files: Sequence[_File], failure: _Failure
+    ) -> list[AppliedMigration]:
+        results: list[AppliedMigration] = []
+        self._prefix = session.RESET + session.BEGIN
+        for f in files:
+            t0 = time.perf_counter()
+            await self._started(f)
+            d = f.sql.directives
+            self._prefix += session.timeouts(d.lock_timeout, d.statement_timeout, local=True)
+            await self._run_statements(f, 0, failure)
+            results.append(f.applied(_ms(t0)))
+            self._prefix += session.RESET  # the next file's clean session
+        await self._flush_prefix()
+        await self.conn.execute(session.OWN_IDENTITY)
+        for f, r in zip(files, results, strict=True):
+            await self.history.record(self.conn, f.version, r.duration_ms)
+        failure.commit_sent = True
+        await self.conn.execute(session.COMMIT)
         return results
 
     async def _committed_anyway(
@@ -359,154 +532,91 @@ class Runner:
             )
             await self._finished(results)
 
-    async def _settle(self, xid: str | None) -> str | None:
+    async def _settle(self, files: Sequence[_File]) -> str | None:
         """The fate of the unit whose COMMIT was sent: ``"committed"``, ``"aborted"``,
-        or None when it cannot be known now."""
-        if xid is None:
-            return "aborted"
-        seen = len(self._notices)
+        or None when it cannot be known now. Its history rows tell, once this session
+        no longer runs it (nobody else writes them: this run holds the lock)."""
+        seen = len(self._inbox)
         with anyio.CancelScope(shield=True):
             try:
                 if not self.conn.is_closed():
                     with anyio.move_on_after(_CLEANUP_TIMEOUT), _unrecordable():
                         # ROLLBACK ends the transaction if the COMMIT never ran; after it,
-                        # the fate is sealed and readable on this very session.
+                        # the outcome is sealed and readable on this very session.
                         await self.conn.execute(session.ROLLBACK)
-                        return _fate(await self.conn.fetchval(session.XACT_STATUS, xid))
+                        return await self._fate(self.conn, files)
                     self.conn.terminate()
-                return await self._settle_elsewhere(xid)
+                return await self._settle_elsewhere(files)
             finally:
-                del self._notices[seen:]  # "no transaction in progress" is not the user's
+                del self._inbox[seen:]  # "no transaction in progress" is not the user's
         return None  # (the shielded scope cannot swallow what it does not catch)
 
-    async def _settle_elsewhere(self, xid: str) -> str | None:
-        if self._fresh is None:
+    async def _settle_elsewhere(self, files: Sequence[_File]) -> str | None:
+        if self._fresh is None or self._backend_start is None:
             return None
         try:
             with anyio.fail_after(_SETTLE_TIMEOUT):
                 async with self._fresh() as other:
+                    # Our old session may still run it (a partition, a synchronous
+                    # standby): end exactly that session, and the outcome is decided.
                     while True:
-                        fate = await other.fetchval(session.XACT_STATUS, xid)
-                        if fate != "in progress":
-                            return _fate(fate)
-                        # Our old backend still runs it (a partition, a synchronous
-                        # standby): end that session, and the outcome is decided.
-                        await other.fetchval(session.TERMINATE_XACT, self._backend_pid, xid)
-                        await anyio.sleep(0.1)
+                        alive = await other.fetchval(
+                            session.END_SESSION, self._backend_pid, self._backend_start
+                        )
+                        if not alive:
+                            break
+                        await anyio.sleep(0.1)  # until the server has ended it
+                    return await self._fate(other, files)
         except (TimeoutError, AsyncmigError, asyncpg.PostgresError, asyncpg.InterfaceError,
                 OSError):  # fmt: skip
             return None
 
-    # -- migrate ----------------------------------------------------------------------
+    async def _fate(self, conn: Conn, files: Sequence[_File]) -> str:
+        statuses = await self.history.statuses(conn, [f.version for f in files])
+        want = "rolled_back" if files[0].direction == "down" else "completed"
+        return "committed" if all(statuses.get(f.version) == want for f in files) else "aborted"
 
-    async def apply(self, step: MigrateStep) -> AppliedMigration:
-        """Apply one migration in its own transaction (or without one, if marked so)."""
-        if step.migration.forward.directives.transactional:
-            f = _File.up(step.migration)
-            return (await self._unit([f], self._recorder(step.migration)))[0]
-        return await self._apply_autocommit(step)
+    # -- no-transaction files ---------------------------------------------------------
 
-    async def apply_atomic(self, steps: Sequence[MigrateStep]) -> list[AppliedMigration]:
-        """All steps in one transaction: all or nothing."""
-        if not steps:
-            return []
-        migs = [s.migration for s in steps]
-        files = [_File.up(m) for m in migs]
-
-        async def record(results: Sequence[AppliedMigration]) -> str | None:
-            xid = None
-            for mig, res in zip(migs, results, strict=True):
-                xid = await self._recorder(mig)([res])
-            return xid
-
-        return await self._unit(files, record)
-
-    def _recorder(
-        self, mig: Migration
-    ) -> Callable[[Sequence[AppliedMigration]], Awaitable[str | None]]:
-        async def record(results: Sequence[AppliedMigration]) -> str | None:
-            return await self._record_applied(mig, results[-1].duration_ms)
-
-        return record
-
-    async def _record_applied(self, mig: Migration, duration_ms: float) -> str | None:
-        return await self.history.record_completed(
-            self.conn, version=mig.version, filename=mig.filename,
-            checksum=mig.forward.checksum, duration_ms=int(duration_ms),
-            rollback_sql=mig.rollback.text if mig.rollback else None,
-            rollback_checksum=mig.rollback.checksum if mig.rollback else None,
-            statements=len(mig.forward.statements),
-            transactional=mig.forward.directives.transactional,
-        )  # fmt: skip
-
-    async def _apply_autocommit(self, step: MigrateStep) -> AppliedMigration:
-        mig = step.migration
-        f = _File.up(mig)
-        sql = mig.forward
-        failure = _Failure(done=step.resume_from)
-        t0 = await self._started(f)
+    async def _apply_autocommit(self, f: _File, resume_from: int) -> None:
+        sql = f.sql
+        failure = _Failure(file=f, done=resume_from)
+        t0 = time.perf_counter()
+        await self._started(f)
         try:
             with self._deadline():
                 await self.conn.execute(session.RESET)
                 await self.history.record_running(
-                    self.conn, version=mig.version, filename=mig.filename,
+                    self.conn, version=f.version, filename=f.filename,
                     checksum=sql.checksum, statements=len(sql.statements),
-                    statements_done=step.resume_from,
-                    rollback_sql=mig.rollback.text if mig.rollback else None,
-                    rollback_checksum=mig.rollback.checksum if mig.rollback else None,
+                    statements_done=resume_from,
+                    rollback_sql=f.rollback.text if f.rollback else None,
+                    rollback_checksum=f.rollback.checksum if f.rollback else None,
                 )  # fmt: skip
-                if step.resume_from:
+                if resume_from:
                     await self.history.log(
-                        self.conn, "resume", version=mig.version, filename=mig.filename,
+                        self.conn, "resume", version=f.version, filename=f.filename,
                         checksum=sql.checksum,
-                        detail=f'{{"from_statement": {step.resume_from + 1}}}',
+                        detail=f'{{"from_statement": {resume_from + 1}}}',
                     )  # fmt: skip
                 d = sql.directives
                 self._prefix = session.timeouts(d.lock_timeout, d.statement_timeout, local=False)
-                await self._run_statements(f, step.resume_from, failure, autocommit=True)
+                await self._run_statements(f, resume_from, failure, autocommit=True)
                 self._prefix = ""
                 await self.conn.execute(session.RESET)
-                await self._record_applied(mig, _ms(t0))
+                await self.history.record(self.conn, f.version, _ms(t0))
         except BaseException as exc:
             self._prefix = ""
-            await self._fail(f, failure, exc, t0)
+            await self._fail(failure, exc, t0)
             raise
         finally:
             self.progress.version = self.progress.statement = None
-        result = f.applied(_ms(t0))
-        await self._finished([result])
-        return result
+        await self._finished([f.applied(_ms(t0))])
 
-    # -- rollback ---------------------------------------------------------------------
-
-    async def rollback(self, steps: Sequence[RollbackStep]) -> list[AppliedMigration]:
-        """Undo ``steps`` (newest first): consecutive transactional rollbacks run as one
-        transaction; a no-transaction rollback file runs alone, between the groups."""
-        done: list[AppliedMigration] = []
-        group: list[_File] = []
-        for step in steps:
-            f = _File.down(step)
-            if f.sql.directives.transactional:
-                group.append(f)
-                continue
-            if group:
-                done += await self._unit(group, self._rolled_back)
-                group = []
-            done += await self._rollback_autocommit(f)
-        if group:
-            done += await self._unit(group, self._rolled_back)
-        return done
-
-    async def _rolled_back(self, results: Sequence[AppliedMigration]) -> str | None:
-        # one statement records the whole group, inside its transaction
-        return await self.history.record_rolled_back_many(
-            self.conn,
-            [(r.version, r.filename, None, int(r.duration_ms)) for r in results],
-        )
-
-    async def _rollback_autocommit(self, f: _File) -> list[AppliedMigration]:
-        failure = _Failure()
-        t0 = await self._started(f)
+    async def _rollback_autocommit(self, f: _File) -> None:
+        failure = _Failure(file=f)
+        t0 = time.perf_counter()
+        await self._started(f)
         try:
             with self._deadline():
                 d = f.sql.directives
@@ -516,33 +626,32 @@ class Runner:
                 await self._run_statements(f, 0, failure)
                 self._prefix = ""
                 await self.conn.execute(session.RESET)
-                result = f.applied(_ms(t0))
-                await self._rolled_back([result])
+                await self.history.record(self.conn, f.version, _ms(t0))
         except BaseException as exc:
             self._prefix = ""
-            await self._fail(f, failure, exc, t0)
+            await self._fail(failure, exc, t0)
             raise
         finally:
             self.progress.version = self.progress.statement = None
-        await self._finished([result])
-        return [result]
+        await self._finished([f.applied(_ms(t0))])
 
     # -- failure ----------------------------------------------------------------------
 
     async def _fail(
-        self, f: _File, failure: _Failure, exc: BaseException, t0: float, *,
-        uncertain: bool = False,
-    ) -> None:  # fmt: skip
+        self, failure: _Failure, exc: BaseException, t0: float, *, uncertain: bool = False
+    ) -> None:
         """Roll back, record the failure (own transaction, shielded), emit it, raise the
         typed error. A cancellation is recorded and emitted too, then left to propagate."""
-        error = self._typed_error(exc, f, failure, uncertain=uncertain)
+        f = failure.file
+        assert f is not None
+        error = self._typed_error(exc, failure, uncertain=uncertain)
         duration = _ms(t0)
         with anyio.CancelScope(shield=True):
-            if self._notices:  # what the failing statement said before it failed
+            if self._inbox:  # what the failing statement said before it failed
                 with _unrecordable():
-                    await self._flush_notices()
+                    await self._drain()
             if not uncertain and not isinstance(error, LockLostError):
-                await self._rollback_and_record(f, failure, error, duration)
+                await self._rollback_and_record(failure, error, duration)
             await self.emit(
                 MigrationFailed(
                     version=f.version, migration=f.name, direction=f.direction,
@@ -555,25 +664,25 @@ class Runner:
             raise error from exc
 
     async def _rollback_and_record(
-        self, f: _File, failure: _Failure, error: AsyncmigError | None, duration: float
+        self, failure: _Failure, error: AsyncmigError | None, duration: float
     ) -> None:
-        if self.conn.is_closed():
+        f = failure.file
+        if f is None or self.conn.is_closed():
             return
-        transactional = f.sql.directives.transactional
-        seen = len(self._notices)
+        seen = len(self._inbox)
         with anyio.move_on_after(_CLEANUP_TIMEOUT) as scope:
             try:
                 # ROLLBACK also ends an aborted or half-begun transaction; then the
                 # failure is written as the connecting user, from a clean session.
                 await self.conn.execute(session.ROLLBACK)
                 await self.conn.execute(session.RESET)
-                del self._notices[seen:]
+                del self._inbox[seen:]
                 await self.history.record_failure(
                     self.conn, version=f.version, filename=f.filename,
                     checksum=f.sql.checksum, duration_ms=int(duration),
                     statements=len(f.sql.statements),
-                    statements_done=0 if transactional else failure.done,
-                    transactional=transactional,
+                    statements_done=0 if f.transactional else failure.done,
+                    transactional=f.transactional,
                     message=error.message if error else "cancelled",
                     sqlstate=getattr(error, "sqlstate", None),
                     statement_index=failure.index, line=getattr(error, "line", None),
@@ -586,14 +695,15 @@ class Runner:
             self.conn.terminate()
 
     def _typed_error(
-        self, exc: BaseException, f: _File, failure: _Failure, *, uncertain: bool = False
+        self, exc: BaseException, failure: _Failure, *, uncertain: bool = False
     ) -> AsyncmigError | None:
         """The asyncmig error for ``exc``; None for a cancellation (to be re-raised).
         Every message is true for the file's mode (transaction or not, up or down)."""
         if isinstance(exc, anyio.get_cancelled_exc_class()) and not uncertain:
             return None
-        version, path = f.version, f.sql.path
-        transactional = f.sql.directives.transactional
+        f = failure.file
+        assert f is not None
+        version, path, transactional = f.version, f.sql.path, f.transactional
         down = f.direction == "down"
         applied = [d.version for d in self.done]
         if uncertain:
@@ -610,7 +720,7 @@ class Runner:
             what = "rolling back" if down else "running"
             return LockLostError(
                 f"lost the migration lock while {what} version {version}: {reason}. "
-                + _after_loss(version, transactional, down, failure)
+                + _after_loss(transactional, down, failure)
             )
         st = failure.statement
         where = ""
@@ -626,7 +736,7 @@ class Runner:
             return MigrationTimeoutError(
                 f"version {version} ran past its {self.migration_timeout:g}s deadline"
                 f"{where}; the running statement was cancelled"
-                + _after_failure(version, transactional, down, failure),
+                + _after_failure(transactional, down, failure),
                 version=version, path=path, line=line, column=column,
                 statement_index=failure.index, applied=applied,
             )  # fmt: skip
@@ -635,7 +745,7 @@ class Runner:
             verb = "rollback of" if down else "migration"
             return cls(
                 f"{verb} {version} failed{where}: {exc}"
-                + _after_failure(version, transactional, down, failure),
+                + _after_failure(transactional, down, failure),
                 version=version, path=path, line=line, column=column,
                 statement_index=failure.index, sqlstate=exc.sqlstate,
                 detail=getattr(exc, "detail", None), hint=getattr(exc, "hint", None),
@@ -645,7 +755,7 @@ class Runner:
             return exc
         return cls(
             f"version {version} failed{where}: {_describe(exc)}"
-            + _after_failure(version, transactional, down, failure),
+            + _after_failure(transactional, down, failure),
             version=version, path=path, line=line, column=column,
             statement_index=failure.index, applied=applied,
         )  # fmt: skip
@@ -659,21 +769,25 @@ _CONNECTION_LOST = (
 )
 
 
-def _after_failure(version: int, transactional: bool, down: bool, failure: _Failure) -> str:
+def _after_failure(transactional: bool, down: bool, failure: _Failure) -> str:
     """What a failure left behind, for the message."""
     if transactional:
         if down:
             return "; the rollback was undone, so the migration is still applied"
         return "; the migration was rolled back"
+    if down:
+        return (
+            f"; it runs without a transaction: statements 1–{failure.done} are committed "
+            f"and stay. Fix the cause, then `asyncmig rollback` runs it again"
+        )
     return (
         f"; it runs without a transaction: statements 1–{failure.done} are committed "
-        f"and stay. Fix the cause, then `asyncmig "
-        + ("rollback" if down else f"migrate --resume` continues at statement {failure.done + 1}")
-        + ("` runs it again" if down else "")
+        f"and stay. Fix the cause, then `asyncmig migrate --resume` continues at "
+        f"statement {failure.done + 1}"
     )
 
 
-def _after_loss(version: int, transactional: bool, down: bool, failure: _Failure) -> str:
+def _after_loss(transactional: bool, down: bool, failure: _Failure) -> str:
     if transactional:
         if down:
             return (
@@ -690,10 +804,6 @@ def _after_loss(version: int, transactional: bool, down: bool, failure: _Failure
             else "`asyncmig migrate --resume` continues after the last committed one."
         )
     )
-
-
-def _fate(value: object) -> str | None:
-    return str(value) if value in ("committed", "aborted") else None
 
 
 def _describe(exc: BaseException) -> str:

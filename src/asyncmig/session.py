@@ -28,11 +28,10 @@ from __future__ import annotations
 __all__ = [
     "BEGIN",
     "COMMIT",
+    "END_SESSION",
     "OWN_IDENTITY",
     "RESET",
     "ROLLBACK",
-    "TERMINATE_XACT",
-    "XACT_STATUS",
     "timeouts",
 ]
 
@@ -45,14 +44,11 @@ ROLLBACK = "ROLLBACK"
 COMMIT = "COMMIT"
 OWN_IDENTITY = "SET LOCAL SESSION AUTHORIZATION DEFAULT;SET LOCAL search_path = pg_catalog"
 
-# The fate of a transaction whose COMMIT was sent but not answered (PostgreSQL 13+):
-# 'committed', 'aborted' or 'in progress'.
-XACT_STATUS = "SELECT pg_xact_status($1::text::xid8)"
-# End the backend that still runs that transaction (it is the run's own backend), so its
-# fate is decided; only while it still runs exactly that transaction.
-TERMINATE_XACT = (
-    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-    "WHERE pid = $1 AND backend_xid = xid($2::text::xid8)"
+# End the run's own earlier session (its pid and start time, so never another's) when
+# it may still be running a unit whose COMMIT lost its answer; true while it exists.
+END_SESSION = (
+    "SELECT pg_terminate_backend(pid) OR true FROM pg_stat_activity "
+    "WHERE pid = $1 AND backend_start = $2"
 )
 
 
