@@ -6,9 +6,15 @@ import sys
 
 
 def main() -> None:
-    from .cli import run
+    from .cli.launch import fast_run
 
-    sys.exit(run(sys.argv[1:]))
+    argv = sys.argv[1:]
+    code = fast_run(argv)  # --help, and migrate with global options only: no parser import
+    if code is None:
+        from .cli.app import run
+
+        code = run(argv)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ Line endings
 
 from __future__ import annotations
 
-import difflib
 import re
 from bisect import bisect_right
 from collections.abc import Sequence
@@ -187,6 +186,8 @@ def _read_directive(body: str, text: str, offset: int, path: Path) -> tuple[str,
         if head in _KNOWN:
             raise fail(f"unexpected text after {head}; write one directive per line")
     if name not in _KNOWN:
+        import difflib  # only for this error: kept off every run's start-up
+
         close = difflib.get_close_matches(name, _KNOWN, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise fail(f"unknown directive {raw_name.strip()!r}{hint}; {_VALID_LIST}")

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,6 +188,8 @@ def scrub(text: str, dsn: str | None) -> str:
 
 
 def _read_table(path: Path) -> dict[str, Any] | None:
+    import tomllib  # only with a config file: not on every replica's start-up
+
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:

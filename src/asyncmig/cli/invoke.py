@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from ..render import Renderer
     from ..settings import Settings
 
-__all__ = ["HARD_EXIT_AFTER", "Context", "Interrupted", "run_cancellable"]
+__all__ = ["HARD_EXIT_AFTER", "Context", "Interrupted", "Scrubber", "run_cancellable"]
 
 T = TypeVar("T")
 
@@ -77,6 +77,26 @@ class Context:
                 f"{env} is protected: {action} needs --yes to confirm "
                 f"(database {self.settings.safe_dsn})"
             )
+
+
+class Scrubber:
+    """Removes the password of every DSN the invocation knows of from output text."""
+
+    def __init__(self, *dsns: str | None) -> None:
+        self._dsns: list[str] = []
+        for dsn in (*dsns, os.environ.get("ASYNCMIG_DATABASE_URL"), os.environ.get("DATABASE_URL")):
+            self.add(dsn)
+
+    def add(self, dsn: str | None) -> None:
+        if dsn and dsn not in self._dsns:
+            self._dsns.append(dsn)
+
+    def __call__(self, text: str) -> str:
+        from ..settings import scrub
+
+        for dsn in self._dsns:
+            text = scrub(text, dsn)
+        return text
 
 
 def run_cancellable(fn: Callable[[], Awaitable[T]]) -> T:

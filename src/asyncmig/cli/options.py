@@ -74,17 +74,8 @@ class GlobalOptions:
 
     def resolve(self) -> Settings:
         """Flags/environment over the config file (see :mod:`asyncmig.settings`)."""
-        from ..settings import resolve
+        from dataclasses import asdict
 
-        overrides = {
-            "dsn": self.database_url,
-            "sql_dir": self.sql_dir,
-            "rollback_dir": self.rollback_dir,
-            "seeds_dir": self.seeds_dir,
-            "schema": self.schema,
-            "lock_timeout": self.lock_timeout,
-            "stale_after": self.stale_after,
-            "migration_timeout": self.migration_timeout,
-            "wait_for_db": self.wait_for_db,
-        }
-        return resolve(overrides, environment=self.env, config_file=self.config)
+        from .launch import resolve_options
+
+        return resolve_options(asdict(self))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import traceback
 from collections.abc import Sequence
 from datetime import UTC
 from typing import Any
@@ -189,6 +188,8 @@ def error_lines(exc: BaseException, *, verbose: bool) -> list[str]:
             lines.append(f"  caused by {type(cause).__name__}: {cause}")
             cause = cause.__cause__
         if not isinstance(exc, AsyncmigError):
+            import traceback
+
             lines += traceback.format_exception(exc)
     return lines
 
