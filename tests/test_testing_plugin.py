@@ -157,14 +157,16 @@ def sample_config(root: Path) -> Config:
                   seeds_dir=root / "db/seeds")  # fmt: skip
 
 
-def check_session(records: dict[str, Any], proc: subprocess.CompletedProcess[str]) -> list[Any]:
-    """20 tests passed, each in a database of its own, each seeing only its rows; returns
+def check_session(
+    records: dict[str, Any], proc: subprocess.CompletedProcess[str], tests: int = 20
+) -> list[Any]:
+    """All tests passed, each in a database of its own, each seeing only its rows; returns
     the audit log they all saw (identical in every test's database)."""
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "20 passed" in proc.stdout
-    assert len(records) == 20
-    assert len({r["database"] for r in records.values()}) == 20
-    assert sorted(r["rows"] for r in records.values()) == list(range(1, 21))
+    assert f"{tests} passed" in proc.stdout
+    assert len(records) == tests
+    assert len({r["database"] for r in records.values()}) == tests
+    assert sorted(r["rows"] for r in records.values()) == list(range(1, tests + 1))
     logs = {json.dumps(r["applies"]) for r in records.values()}
     assert len(logs) == 1, logs
     applies: list[Any] = json.loads(logs.pop())
@@ -179,7 +181,8 @@ def test_template_built_once_reused_rebuilt_and_every_test_database_dropped(
     same log in every test's database) into the one template of this file set. A second
     session without xdist sees the same template (same oid) and the same apply times:
     no migration ran. Changing one file builds a new template (applies at new times, once
-    each) and drops the stale one. After every session no per-test database is left."""
+    each; two of the tests run) and drops the stale one. After every session no per-test
+    database is left."""
     root = make_project(tmp_path / "app")
     config = sample_config(root)
     templates = TEMPLATE_PREFIX + project_key(config) + "_"
@@ -201,8 +204,9 @@ def test_template_built_once_reused_rebuilt_and_every_test_database_dropped(
     (root / "db/sql/002_item_note.sql").write_text(
         "ALTER TABLE items ADD COLUMN note varchar(200);\n"
     )
-    proc, records = run_pytest(root, pg.admin_dsn, "-p", "xdist", "-n", "2")
-    rebuilt = check_session(records, proc)
+    first_two = [f"test_app.py::test_sees_only_its_own_rows[{n}]" for n in (0, 1)]
+    proc, records = run_pytest(root, pg.admin_dsn, *first_two)
+    rebuilt = check_session(records, proc, tests=2)
     assert [v for v, _ in rebuilt] == [1, 2, 3]
     assert rebuilt[0][1] > applies[-1][1]  # applied again, after the first build
     now = databases_like(pg.admin_dsn, templates)
