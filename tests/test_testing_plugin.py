@@ -18,14 +18,17 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import psutil
 import pytest
 
 from asyncmig.config import Config
 from asyncmig.testing import DatabaseFactory, database
+from asyncmig.testing.server import shared_server_dir
 from asyncmig.testing.templates import TEMPLATE_PREFIX, per_test_prefix, project_key
 
 from .conftest import TestPg
@@ -37,6 +40,7 @@ import json
 import os
 
 import asyncpg
+import psutil
 import pytest
 
 
@@ -69,6 +73,8 @@ def record(request):
 '''
 
 TESTS = """
+import os
+
 import pytest
 
 
@@ -86,7 +92,11 @@ def test_sees_only_its_own_rows(n, in_db, record):
         log = await conn.fetch("SELECT version::int AS v, at::text AS at FROM _migrations_log "
                                "WHERE action = 'apply' ORDER BY id")
         record(database=await conn.fetchval("SELECT current_database()"),
-               applies=[[r["v"], r["at"]] for r in log], rows=len(owners))
+               applies=[[r["v"], r["at"]] for r in log], rows=len(owners),
+               server=await conn.fetchval("SELECT inet_server_port()::text || ' ' "
+                                          "|| pg_postmaster_start_time()::text"),
+               worker=os.environ.get("PYTEST_XDIST_WORKER", "main"),
+               run=os.environ.get("PYTEST_XDIST_TESTRUNUID"))
 
     in_db(body)
 """
@@ -130,7 +140,7 @@ def run_pytest(
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ASYNCMIG_", "PYTEST_"))}
     env["SEEN_DIR"] = str(seen)
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "--asyncmig-dsn", dsn, *args],
+        [sys.executable, "-m", "pytest", "-q", *(["--asyncmig-dsn", dsn] if dsn else []), *args],
         cwd=root, env=env, capture_output=True, text=True, timeout=240, check=False,
     )  # fmt: skip
     records = {f.stem: json.loads(f.read_text()) for f in seen.iterdir()}
@@ -336,3 +346,31 @@ def test_async_companions_and_a_database_at_a_version_in_a_users_suite(
     proc, _ = run_pytest(root, pg.admin_dsn)
     assert proc.returncode == 0 and "3 passed" in proc.stdout, proc.stdout[-3000:]
     assert databases_like(pg.admin_dsn, per_test_prefix(sample_config(root))) == {}
+
+
+def test_without_a_server_xdist_workers_share_one_embedded_server(tmp_path: Path) -> None:
+    """With no --asyncmig-dsn and no ASYNCMIG_TESTING_DSN, `pytest -p xdist -n 2` starts one
+    embedded server for the run: tests on both workers see the same port and start time.
+    When the run ends, its directory is gone and its watcher process has exited."""
+    root = make_project(tmp_path / "app")
+    some = [f"test_app.py::test_sees_only_its_own_rows[{n}]" for n in range(6)]
+    proc, records = run_pytest(root, None, "-p", "xdist", "-n", "2", *some)
+    check_session(records, proc, tests=6)
+    assert {r["worker"] for r in records.values()} == {"gw0", "gw1"}
+    assert len({r["server"] for r in records.values()}) == 1
+    (run_id,) = {r["run"] for r in records.values()}
+    directory = shared_server_dir(run_id)
+    assert not directory.exists()
+    assert not directory.with_name(directory.name + ".dsn").exists()
+
+    def watchers() -> list[psutil.Process]:
+        found = []
+        for p in psutil.process_iter(["cmdline"]):
+            if str(directory) in (p.info["cmdline"] or []):
+                found.append(p)
+        return found
+
+    deadline = time.monotonic() + 30
+    while watchers():  # it exits once the controller has gone and the server is stopped
+        assert time.monotonic() < deadline, "the shared server's watcher did not exit"
+        time.sleep(0.05)
