@@ -17,30 +17,44 @@ Databases come from templates named by a hash of the migration files
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..config import Config
-from .databases import DatabaseFactory, load_config
-from .rollbacks import RollbackCheck, RollbackFinding, check_rollbacks
 from .server import ENV_DSN
-from .templates import Template, ensure_template, template_name
 
-__all__ = [
-    "ENV_DSN",
-    "DatabaseFactory",
-    "RollbackCheck",
-    "RollbackFinding",
-    "Template",
-    "check_rollbacks",
-    "database",
-    "ensure_template",
-    "load_config",
-    "template_name",
-]
+# Imported on first use, so the pytest plugin (a module of this package, loaded by every
+# pytest run once asyncmig is installed) costs nothing until a test asks for a database.
+_EXPORTS = {
+    "DatabaseFactory": "databases",
+    "load_config": "databases",
+    "RollbackCheck": "rollbacks",
+    "RollbackFinding": "rollbacks",
+    "check_rollbacks": "rollbacks",
+    "Template": "templates",
+    "ensure_template": "templates",
+    "template_name": "templates",
+}
+
+__all__ = ["ENV_DSN", "database", *_EXPORTS]
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from .databases import DatabaseFactory, load_config  # noqa: F401
+    from .rollbacks import RollbackCheck, RollbackFinding, check_rollbacks  # noqa: F401
+    from .templates import Template, ensure_template, template_name  # noqa: F401
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'asyncmig.testing' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
 
 
 @asynccontextmanager
@@ -62,7 +76,14 @@ async def database(
     """
     import anyio
 
-    from .templates import clone_database, database_dsn, drop_database, per_test_prefix
+    from .databases import load_config
+    from .templates import (
+        clone_database,
+        database_dsn,
+        drop_database,
+        ensure_template,
+        per_test_prefix,
+    )
 
     config = (config or load_config(Path.cwd())).with_(**overrides)
     server_dsn = server_dsn or os.environ.get(ENV_DSN)

@@ -35,14 +35,16 @@ import concurrent.futures
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ..config import Config
-from ..migrator import Migrator
-from .databases import DatabaseFactory, load_config
 from .server import ENV_DSN, shared_server_dir, start_private, start_shared, stop_shared
+
+if TYPE_CHECKING:  # the engine is imported when a fixture first runs, not at pytest start
+    from ..config import Config
+    from ..migrator import Migrator
+    from .databases import DatabaseFactory
 
 _CONTROLLER_PID = "asyncmig_controller_pid"
 
@@ -103,6 +105,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def asyncmig_config(pytestconfig: pytest.Config) -> Config:
+    from .databases import load_config
+
     return load_config(
         Path(pytestconfig.rootpath),
         config_file=pytestconfig.getoption("asyncmig_config"),
@@ -132,6 +136,8 @@ def asyncmig_server(pytestconfig: pytest.Config) -> Iterator[str]:
 def asyncmig_factory(
     asyncmig_server: str, asyncmig_config: Config, pytestconfig: pytest.Config
 ) -> Iterator[DatabaseFactory]:
+    from .databases import DatabaseFactory
+
     factory = DatabaseFactory(
         asyncmig_server, asyncmig_config, spares=pytestconfig.getoption("asyncmig_spares")
     )
@@ -143,6 +149,8 @@ def asyncmig_factory(
 
 @pytest.fixture(scope="session")
 def asyncmig_migrator(asyncmig_config: Config) -> Callable[[str], Migrator]:
+    from ..migrator import Migrator
+
     def make(dsn: str) -> Migrator:
         return Migrator(asyncmig_config.with_(dsn=dsn))
 
