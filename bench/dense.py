@@ -1,9 +1,9 @@
 """A dense data dump for the splitter benchmark, as ``pg_dump --inserts`` writes one.
 
-Almost every byte is inside a quoted literal: multi-row INSERTs (``--rows-per-insert``)
+Most bytes are inside quoted literals: multi-row INSERTs (``--rows-per-insert``)
 whose rows hold ``'…'`` text with ``''`` doubling, ``E'…'`` strings with ``\\n``,
 ``\\'`` and ``\\\\`` escapes, JSON literals with nested quotes and braces, arrays,
-NULLs, numbers, UUIDs, dates and timestamps; between them, the header, ``CREATE TABLE``,
+NULLs, booleans, numbers and timestamps; between them, the header, ``CREATE TABLE``,
 ``ALTER TABLE``, ``setval`` and ``CREATE INDEX`` statements pg_dump writes (no COPY). It
 is what users point asyncmig at when a dump becomes a baseline migration, and the slowest
 realistic text for a scanner that jumps from quote to quote.

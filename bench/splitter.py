@@ -5,7 +5,7 @@ generated 50 MB files:
 * "mixed" mixes what real migrations and data dumps contain: multi-row INSERTs with
   quoted strings (``''`` and ``;`` inside) and JSON, plpgsql functions with ``$$``
   bodies, DO blocks and CREATE INDEX;
-* "dense" is a ``pg_dump --inserts`` style dump in which almost every byte is inside a
+* "dense" is a ``pg_dump --inserts`` style dump in which most bytes are inside a
   literal (see :mod:`bench.dense`).
 
 Both are generated deterministically under ``bench/.data/`` and reused while their
