@@ -618,7 +618,7 @@ def _scan(
             if opened:
                 opened.pop()
             s = lo = s + 1
-        elif c == "'":  # a literal whose kind depends on the token before it
+        elif c == "'":  # a literal whose kind depends on the token before it (or unclosed)
             kind = ""
             if s > lo:
                 before = text[s - 1]
