@@ -41,6 +41,8 @@ _EXPORTS: dict[str, str] = {
     "StatementStarted": "events",
     "StatementFinished": "events",
     "StatementPlanned": "events",
+    "StatementProgress": "events",
+    "LockRetry": "events",
     "ServerNotice": "events",
     "Message": "events",
     "MigrationFinished": "events",
@@ -118,6 +120,7 @@ if TYPE_CHECKING:
         LockAcquired,
         LockReclaimed,
         LockReleased,
+        LockRetry,
         LockWaiting,
         Message,
         MigrationFailed,
@@ -129,6 +132,7 @@ if TYPE_CHECKING:
         ServerNotice,
         StatementFinished,
         StatementPlanned,
+        StatementProgress,
         StatementStarted,
     )
     from .loader import Migration, MigrationSet, SqlFile, load_migrations

@@ -12,6 +12,10 @@ in JSON lines (``to_dict()`` / ``to_json()``). Renderers ``match`` on the classe
     StatementStarted      version, index, total, line, column, keyword, preview
     StatementFinished     version, index, total, status, duration_ms
     StatementPlanned      version, index, total, line, column, keyword, preview   (dry run)
+    StatementProgress     version, index, phase, done, total, percent, waiting_for_lock,
+                          blockers         (a statement running longer than about 1 s)
+    LockRetry             version, attempt, attempts, lock_timeout_s, sleep_s, blockers,
+                          relation         (a DDL lock not granted in time; retrying)
     ServerNotice          version, severity, message, detail, hint       (RAISE NOTICE …)
     Message               level, text        (loader notices, warnings, resume hints)
     MigrationFinished     version, name, direction, duration_ms, statements
@@ -29,6 +33,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
 from .errors import LockHolder
+from .models import Blocker
 
 __all__ = [
     "Emitter",
@@ -37,6 +42,7 @@ __all__ = [
     "LockAcquired",
     "LockReclaimed",
     "LockReleased",
+    "LockRetry",
     "LockWaiting",
     "Message",
     "MigrationFailed",
@@ -48,6 +54,7 @@ __all__ = [
     "ServerNotice",
     "StatementFinished",
     "StatementPlanned",
+    "StatementProgress",
     "StatementStarted",
 ]
 
@@ -215,6 +222,39 @@ class StatementPlanned(_StatementAt):
     """A statement a dry run would execute (nothing is sent)."""
 
     name: ClassVar[str] = "statement_planned"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatementProgress(_StatementEvent):
+    """A long statement's progress, read on the heartbeat connection: a
+    ``pg_stat_progress_*`` view's phase and units (``done`` of ``total``, ``percent``
+    where one exists), or a lock wait with its blockers."""
+
+    name: ClassVar[str] = "statement_progress"
+    elapsed_s: float
+    phase: str | None = None
+    done: int | None = None
+    units_total: int | None = None
+    percent: float | None = None
+    waiting_for_lock: bool = False
+    blockers: tuple[Blocker, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LockRetry(Event):
+    """A transactional unit (or a no-transaction statement) was not granted a lock
+    within its DDL lock timeout (SQLSTATE 55P03): it rolled back and runs again after
+    ``sleep_s``. ``blockers`` are the sessions that held it up."""
+
+    name: ClassVar[str] = "lock_retry"
+    version: int
+    index: int | None
+    attempt: int  # the attempt that failed, 1-based
+    attempts: int
+    lock_timeout_s: float
+    sleep_s: float
+    relation: str | None = None
+    blockers: tuple[Blocker, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

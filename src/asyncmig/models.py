@@ -98,6 +98,54 @@ class LockHolder:
 
 
 @dataclass(frozen=True, slots=True)
+class Blocker:
+    """A session that blocks the run's backend (``pg_blocking_pids``), as sampled."""
+
+    pid: int
+    user: str | None = None
+    application_name: str | None = None
+    client_addr: str | None = None
+    state: str | None = None
+    xact_age_s: float | None = None  # how long its transaction has been open
+    query: str | None = None  # the first ~80 characters
+
+    def describe(self) -> str:
+        parts = [f"pid {self.pid}"]
+        if self.application_name:
+            parts.append(f"app={self.application_name}")
+        if self.user:
+            parts.append(f"user={self.user}")
+        if self.client_addr:
+            parts.append(f"from {self.client_addr}")
+        if self.state:
+            parts.append(self.state)
+        if self.xact_age_s is not None:
+            parts.append(_age(self.xact_age_s))
+        if self.query:
+            parts.append(repr(self.query))
+        return " ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "pid": self.pid,
+            "user": self.user,
+            "application_name": self.application_name,
+            "client_addr": self.client_addr,
+            "state": self.state,
+            "xact_age_s": self.xact_age_s,
+            "query": self.query,
+        }
+
+
+def _age(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+@dataclass(frozen=True, slots=True)
 class MigrateStep:
     migration: Migration
     resume_from: int = 0  # statements already applied (no-transaction resume)
