@@ -76,6 +76,7 @@ _EXPORTS: dict[str, str] = {
     "MigrationError": "errors",
     "MigrationTimeoutError": "errors",
     "CommitUncertainError": "errors",
+    "LockNotGrantedError": "errors",
     "RollbackFailedError": "errors",
     "RollbackUnavailableError": "errors",
 }
@@ -99,6 +100,7 @@ if TYPE_CHECKING:
         LockError,
         LockHolder,
         LockLostError,
+        LockNotGrantedError,
         LockTerminateDeniedError,
         LockTimeoutError,
         MigrationError,

@@ -60,9 +60,15 @@ class Segment:
 
 
 def build(
-    versions: Sequence[int], files: Sequence[SqlFile], history: History, *, limit: int = _LIMIT
+    versions: Sequence[int],
+    files: Sequence[SqlFile],
+    history: History,
+    lock_timeouts: Sequence[float | None],
+    *,
+    limit: int = _LIMIT,
 ) -> list[Segment]:
-    """The messages of a unit of ``files`` (with their ``versions``)."""
+    """The messages of a unit of ``files`` (with their ``versions`` and this attempt's
+    ``lock_timeouts``)."""
     segments: list[Segment] = []
     parts: list[str] = []
     spans: list[Span] = []
@@ -83,7 +89,7 @@ def build(
         if j:
             add(session.RESET)
         d = sql.directives
-        add(session.timeouts(d.lock_timeout, d.statement_timeout, local=True))
+        add(session.timeouts(lock_timeouts[j], d.statement_timeout, local=True))
         statements = sql.statements
         for k, st in enumerate(statements, 1):
             add(history.mark_sql(version, k, first=k == 1) + ";")

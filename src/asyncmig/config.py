@@ -33,6 +33,13 @@ class Config:
     application_name: str = "asyncmig"
     environment: str | None = None
     batch: bool = True  # a transactional migration as one message; False: a round trip each
+    # On a busy database (asyncmig.retries): the DDL lock timeout of a transactional unit
+    # (not the wait for the migration lock, which is lock_timeout), and its retries.
+    ddl_lock_timeout: float = 2.0
+    lock_retries: int = 10
+    lock_retry_sleep: float = 1.0
+    lock_retry_deadline: float = 600.0
+    lock_retry_wait_last: bool = False
 
     def with_(self, **changes: Any) -> Config:
         """A copy with some fields changed (paths accept str)."""

@@ -31,6 +31,7 @@ leaked, and kept as ``__cause__``::
     ├── MigrationError                     1  a statement failed; migration rolled back
     │   ├── MigrationTimeoutError             the migration's deadline passed
     │   ├── CommitUncertainError              COMMIT sent, its outcome unknowable now
+    │   ├── LockNotGrantedError            7  a DDL lock not granted after every retry
     │   └── RollbackFailedError               a rollback file failed
     └── RollbackUnavailableError           1  no rollback file and no stored SQL
 """
@@ -307,6 +308,18 @@ class CommitUncertainError(MigrationError):
     """The COMMIT was sent but neither its answer nor the server's record of the
     transaction could be read (the server is unreachable). Nothing was recorded as
     failed: history, read once the server is back, tells whether it committed."""
+
+
+class LockNotGrantedError(MigrationError):
+    """A lock the migration needed was not granted within its DDL lock timeout, on every
+    attempt (SQLSTATE 55P03): nothing of it is applied. ``blockers`` are the sessions
+    that held it up, as last sampled."""
+
+    exit_code = 7
+
+    def __init__(self, message: str, *, blockers: Sequence[Any] = (), **fields: Any) -> None:
+        self.blockers = list(blockers)
+        super().__init__(message, **fields)
 
 
 class RollbackFailedError(MigrationError):

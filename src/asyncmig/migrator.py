@@ -75,6 +75,7 @@ from .reports import (
     ValidationIssue,
     ValidationReport,
 )
+from .retries import RetryPolicy
 from .runner import Runner
 from .status import build_status, file_issue, history_issues
 
@@ -189,10 +190,16 @@ class Migrator:
             conn.terminate()
 
     def _runner(self, conn: Conn, emit: Emitter, progress: Progress) -> Runner:
+        c = self.config
         return Runner(
             conn, self.history, emit, progress,
             migration_timeout=self.config.migration_timeout,
             fresh=lambda: self._connection("settle"), batch=self.config.batch,
+            retry=RetryPolicy(
+                lock_timeout=c.ddl_lock_timeout, attempts=max(1, c.lock_retries),
+                sleep=c.lock_retry_sleep, deadline=c.lock_retry_deadline,
+                wait_last=c.lock_retry_wait_last,
+            ),
         )  # fmt: skip
 
     def _load(self, lazy: bool = False) -> MigrationSet:

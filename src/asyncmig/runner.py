@@ -46,12 +46,14 @@ from .errors import (
     AsyncmigError,
     CommitUncertainError,
     LockLostError,
+    LockNotGrantedError,
     MigrationError,
     MigrationTimeoutError,
     RollbackFailedError,
 )
 from .events import (
     Emitter,
+    LockRetry,
     Message,
     MigrationFailed,
     MigrationFinished,
@@ -66,6 +68,7 @@ from .loader import Migration, SqlFile
 from .lock import Progress
 from .models import MigrateStep, RollbackStep
 from .reports import AppliedMigration
+from .retries import LOCK_NOT_AVAILABLE, RetryPolicy
 from .splitter import Statement
 
 __all__ = ["Runner"]
@@ -134,6 +137,7 @@ class _Failure:
     prefix: int = 0  # characters sent before the statement's text in its message
     done: int = 0  # statements committed (no-transaction files)
     commit_sent: bool = False
+    attempt: int = 1  # of the lock retries
 
     def at(self, f: _File, index: int | None, prefix: int = 0) -> None:
         self.file, self.index, self.prefix = f, index, prefix
@@ -158,6 +162,7 @@ class Runner:
         migration_timeout: float,
         fresh: FreshConnection | None = None,
         batch: bool = True,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.conn = conn
         self.history = history
@@ -165,6 +170,7 @@ class Runner:
         self.progress = progress
         self.migration_timeout = migration_timeout
         self.batch = batch
+        self.retry = retry if retry is not None else RetryPolicy()
         self.done: list[AppliedMigration] = []
         self._fresh = fresh
         self._backend_pid = conn.get_server_pid()
@@ -300,8 +306,9 @@ class Runner:
             await self._statement_started(f, index + 1)
             t0 = time.perf_counter()
             if autocommit and not st.no_transaction:
-                self._prefix += session.BEGIN
-            status = await self._send(st, failure)
+                status = await self._send_retrying(f, st, failure)
+            else:
+                status = await self._send(st, failure)
             if autocommit:
                 commit = self.history.progress_commit_sql(f.version, index + 1)
                 await self.conn.execute(session.BEGIN + commit if st.no_transaction else commit)
@@ -311,10 +318,32 @@ class Runner:
             await self._statement_finished(f, index + 1, status, _ms(t0))
         failure.at(f, None)
 
+    async def _send_retrying(self, f: _File, st: Statement, failure: _Failure) -> str:
+        """A statement of a no-transaction file that may run in a transaction block: in
+        one of its own (its resume point commits with it, see the module docstring),
+        with the DDL lock timeout, tried again while its lock is not granted in time.
+        Nothing of it committed before a retry, so nothing runs twice."""
+        directive = f.sql.directives.lock_timeout
+        t0 = time.perf_counter()
+        failure.attempt = 1
+        while True:
+            timeout = self.retry.timeout(failure.attempt, directive)
+            self._prefix += session.BEGIN + session.timeouts(timeout, None, local=True)
+            self.progress.sample_after = _sample_after([timeout])
+            try:
+                return await self._send(st, failure)
+            except asyncpg.PostgresError as exc:
+                if not self._retryable(exc, failure, t0, [f]):
+                    raise
+                pause = self.retry.pause(failure.attempt)
+                await self._lock_retry(failure, [timeout], pause)
+                await anyio.sleep(pause)
+                failure.attempt += 1
+
     async def _statement_started(self, f: _File, index: int) -> None:
         st = f.sql.statements[index - 1]
         text_preview = preview(st.text)
-        self.progress.statement = text_preview
+        self.progress.statement_started(f.version, index, len(f.sql.statements), text_preview)
         if self.emit.active:
             await self.emit(
                 StatementStarted(
@@ -324,6 +353,7 @@ class Runner:
             )  # fmt: skip
 
     async def _statement_finished(self, f: _File, index: int, status: str, ms: float) -> None:
+        self.progress.statement_done()
         if self.emit.active:
             await self.emit(
                 StatementFinished(
@@ -332,10 +362,17 @@ class Runner:
                 )
             )  # fmt: skip
 
-    def _deadline(self) -> contextlib.AbstractContextManager[object]:
+    def _deadline_at(self) -> float | None:
         if self.migration_timeout and self.migration_timeout > 0:
-            return anyio.fail_after(self.migration_timeout)
-        return anyio.CancelScope()
+            return anyio.current_time() + self.migration_timeout
+        return None
+
+    def _deadline(self, until: float | None = None) -> contextlib.AbstractContextManager[object]:
+        """The migration's deadline (``until``: one set earlier, shared by retries)."""
+        until = until if until is not None else self._deadline_at()
+        if until is None:
+            return anyio.CancelScope()
+        return anyio.fail_after(max(0.0, until - anyio.current_time()))
 
     async def _started(self, f: _File) -> None:
         """A file begins: publish it, emit it."""
@@ -421,41 +458,95 @@ class Runner:
     # -- the transactional unit -------------------------------------------------------
 
     async def _unit(self, files: Sequence[_File]) -> None:
-        """``files`` in one transaction with their history rows. Failure: rolled back,
+        """``files`` in one transaction with their history rows, tried again while a
+        lock is not granted in time (:mod:`asyncmig.retries`). Failure: rolled back,
         recorded, typed error raised."""
-        failure = _Failure(file=files[0])
-        results: list[AppliedMigration] = []
         t0 = time.perf_counter()
         batched = self.batch and not any(_SWITCHES_ROLE.search(f.sql.text) for f in files)
-        try:
-            with self._deadline():
-                if batched:
-                    durations = await self._unit_batched(files, failure)
-                    results = [f.applied(durations.get(j, 0.0)) for j, f in enumerate(files)]
-                else:
-                    results = await self._unit_per_statement(files, failure)
-        except BaseException as exc:
-            self._prefix = ""
-            self._tracker = None
-            if failure.commit_sent:
-                fate = await self._settle(files)
-                if fate == "committed":
-                    results = [f.applied(_ms(t0) / len(files)) for f in files]
-                    await self._committed_anyway(results, exc)
-                    if isinstance(exc, anyio.get_cancelled_exc_class()):
-                        raise
-                    return
-                if fate is None:
-                    await self._fail(failure, exc, t0, uncertain=True)
-            await self._fail(failure, exc, t0)
-            raise  # _fail raised the typed error unless this is a cancellation
-        finally:
-            self.progress.version = self.progress.statement = None
+        until = self._deadline_at()
+        attempt, pause = 1, 0.0
+        while True:
+            failure = _Failure(file=files[0], attempt=attempt)
+            timeouts = [self.retry.timeout(attempt, f.sql.directives.lock_timeout) for f in files]
+            self.progress.sample_after = _sample_after(timeouts)
+            try:
+                with self._deadline(until):
+                    await anyio.sleep(pause)
+                    if batched:
+                        durations = await self._unit_batched(files, failure, timeouts)
+                        results = [f.applied(durations.get(j, 0.0)) for j, f in enumerate(files)]
+                    else:
+                        results = await self._unit_per_statement(files, failure, timeouts)
+                break
+            except BaseException as exc:
+                self._prefix = ""
+                self._tracker = None
+                if self._retryable(exc, failure, t0, files):
+                    pause = self.retry.pause(attempt)
+                    await self._lock_retry(failure, timeouts, pause)
+                    attempt += 1
+                    continue
+                if failure.commit_sent:
+                    fate = await self._settle(files)
+                    if fate == "committed":
+                        results = [f.applied(_ms(t0) / len(files)) for f in files]
+                        await self._committed_anyway(results, exc)
+                        if isinstance(exc, anyio.get_cancelled_exc_class()):
+                            raise
+                        return
+                    if fate is None:
+                        await self._fail(failure, exc, t0, uncertain=True)
+                await self._fail(failure, exc, t0)
+                raise  # _fail raised the typed error unless this is a cancellation
+            finally:
+                self.progress.version = self.progress.statement = None
         await self._finished(results)
 
-    async def _unit_batched(self, files: Sequence[_File], failure: _Failure) -> dict[int, float]:
+    def _retryable(
+        self, exc: BaseException, failure: _Failure, t0: float, files: Sequence[_File]
+    ) -> bool:
+        """A lock not granted in time, attempts and time left, nothing committed."""
+        if not (isinstance(exc, asyncpg.PostgresError) and exc.sqlstate == LOCK_NOT_AVAILABLE):
+            return False
+        directive = files[0].sql.directives.lock_timeout
+        return (
+            not failure.commit_sent
+            and not self.conn.is_closed()
+            and self.retry.active(directive)
+            and failure.attempt < self.retry.attempts
+            and time.perf_counter() - t0 < self.retry.deadline
+        )
+
+    async def _lock_retry(
+        self, failure: _Failure, timeouts: Sequence[float | None], pause: float
+    ) -> None:
+        """Roll the attempt back (quietly: it is not a failure yet) and say so."""
+        seen = len(self._inbox)
+        with anyio.CancelScope(shield=True), anyio.move_on_after(_CLEANUP_TIMEOUT):
+            if self._inbox:
+                with _unrecordable():
+                    await self._drain()
+                seen = len(self._inbox)
+            try:
+                await self.conn.execute(session.ROLLBACK)
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                self.conn.terminate()
+            del self._inbox[seen:]
+        f = failure.file
+        assert f is not None
+        await self.emit(
+            LockRetry(
+                version=f.version, index=failure.index, attempt=failure.attempt,
+                attempts=self.retry.attempts, lock_timeout_s=max(t or 0.0 for t in timeouts),
+                sleep_s=round(pause, 3), blockers=tuple(getattr(self.progress, "blockers", ())),
+            )
+        )  # fmt: skip
+
+    async def _unit_batched(
+        self, files: Sequence[_File], failure: _Failure, timeouts: Sequence[float | None]
+    ) -> dict[int, float]:
         """Send the unit's messages; each file's server-side duration, by position."""
-        segments = build([f.version for f in files], [f.sql for f in files], self.history)
+        segments = build([f.version for f in files], [f.sql for f in files], self.history, timeouts)
         self._unit_files = files
         self._tracker = tracker = Tracker(
             [f.version for f in files], [len(f.sql.statements) for f in files]
@@ -497,15 +588,15 @@ class Runner:
             failure.at(files[tracker.file], tracker.index or None)
 
     async def _unit_per_statement(
-        self, files: Sequence[_File], failure: _Failure
+        self, files: Sequence[_File], failure: _Failure, timeouts: Sequence[float | None]
     ) -> list[AppliedMigration]:
         results: list[AppliedMigration] = []
         self._prefix = session.RESET + session.BEGIN
-        for f in files:
+        for f, lock_timeout in zip(files, timeouts, strict=True):
             t0 = time.perf_counter()
             await self._started(f)
             d = f.sql.directives
-            self._prefix += session.timeouts(d.lock_timeout, d.statement_timeout, local=True)
+            self._prefix += session.timeouts(lock_timeout, d.statement_timeout, local=True)
             await self._run_statements(f, 0, failure)
             results.append(f.applied(_ms(t0)))
             self._prefix += session.RESET  # the next file's clean session
@@ -741,6 +832,19 @@ class Runner:
                 statement_index=failure.index, applied=applied,
             )  # fmt: skip
         cls: type[MigrationError] = RollbackFailedError if down else MigrationError
+        if isinstance(exc, asyncpg.PostgresError) and exc.sqlstate == LOCK_NOT_AVAILABLE:
+            blockers = tuple(getattr(self.progress, "blockers", ()))
+            held = "; held up by " + ", ".join(b.describe() for b in blockers) if blockers else ""
+            return LockNotGrantedError(
+                f"version {version}{where} was not granted a lock within its lock timeout "
+                f"after {failure.attempt} attempt(s){held}"
+                + _after_failure(transactional, down, failure)
+                + ". End or wait out the blocking sessions, or raise --ddl-lock-timeout "
+                "or --lock-retries",
+                version=version, path=path, line=line, column=column,
+                statement_index=failure.index, sqlstate=exc.sqlstate,
+                server_message=str(exc), applied=applied, blockers=blockers,
+            )  # fmt: skip
         if isinstance(exc, asyncpg.PostgresError):
             verb = "rollback of" if down else "migration"
             return cls(
@@ -804,6 +908,13 @@ def _after_loss(transactional: bool, down: bool, failure: _Failure) -> str:
             else "`asyncmig migrate --resume` continues after the last committed one."
         )
     )
+
+
+def _sample_after(timeouts: Sequence[float | None]) -> float:
+    """How long a statement runs before the heartbeat samples its progress and what
+    blocks it: within half the shortest lock timeout, so a lock wait is seen."""
+    limits = [t / 2 for t in timeouts if t]
+    return min([1.0, *limits])
 
 
 def _describe(exc: BaseException) -> str:
