@@ -14,7 +14,9 @@ that looks finished.
 
 Then, for each version, pytest runs the selected test files with
 ``ASYNCMIG_TEST_PG_BINDIR`` pointing at that install (so the suite's own throwaway
-server is that version) and writes a JUnit report; the closing table gives passed,
+server is that version), its client tools first on ``PATH`` when it has any (13 has
+none: the tests needing a pg_dump of the server's version skip), and writes a JUnit
+report; the closing table gives passed,
 failed and skipped per version. Exit status 1 when any version had a failure.
 
 Environment: ``PG_MATRIX_VERSIONS`` (e.g. ``13 18``), ``PG_MATRIX_TESTS`` (test paths),
@@ -163,6 +165,8 @@ def run_version(major: int, bindir: Path, tests: list[str], reports: Path) -> Re
     log = reports / f"pg{major}.log"
     report.unlink(missing_ok=True)  # never read an earlier run's figures
     env = {**os.environ, "ASYNCMIG_TEST_PG_BINDIR": str(bindir)}
+    if (bindir / "pg_dump").exists():  # as where that version is installed: its tools on PATH
+        env["PATH"] = f"{bindir}{os.pathsep}{env.get('PATH', '')}"
     env.pop("ASYNCMIG_TEST_DSN", None)
     extra = os.environ.get("PG_MATRIX_PYTEST_ARGS", "").split()
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-m", "not chaos",
