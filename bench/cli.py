@@ -21,7 +21,7 @@ import uuid
 from pathlib import Path
 
 from asyncmig._pgserver import PgServer
-from bench.engine import child_env, compile_bytecode, make_300, measure
+from bench.engine import child_env, compile_bytecode, guarded, make_300, measure
 
 Row = tuple[str, str, str, bool | None]
 
@@ -111,19 +111,25 @@ def section() -> list[Row]:
     rows.append(_row("asyncmig --help", [str(ASYNCMIG), "--help"], m300, 0.2))
     server = PgServer().start()
     try:
-        dsn = _create_db(server)
-        subprocess.run([str(ASYNCMIG), "--database-url", dsn, "migrate"], cwd=m300,
-                       env=child_env(), check=True, stdout=subprocess.DEVNULL)  # fmt: skip
-        idle = [str(ASYNCMIG), "--database-url", dsn, "migrate"]
-        rows.append(_row("asyncmig migrate, 300 applied, nothing pending", idle, m300, 0.3))
-        json_idle = [str(ASYNCMIG), "--database-url", dsn, "--json", "migrate"]
-        rows.append(_row("asyncmig --json migrate, nothing pending", json_idle, m300, 0.3))
-        psql = [str(server.psql), "-X", "-q", "-d", dsn, "-c", "select 1"]
-        rows.append(_row("psql -c 'select 1' (for scale)", psql, m300, None))
-        rows += _status_rows(server)
+        rows += guarded("nothing pending", _idle_rows, server, m300)
+        rows += guarded("asyncmig status, 1,000 applied", _status_rows, server)
     finally:
         server.stop()
     return rows
+
+
+def _idle_rows(server: PgServer, m300: Path) -> list[Row]:
+    dsn = _create_db(server)
+    subprocess.run([str(ASYNCMIG), "--database-url", dsn, "migrate"], cwd=m300,
+                   env=child_env(), check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+    idle = [str(ASYNCMIG), "--database-url", dsn, "migrate"]
+    json_idle = [str(ASYNCMIG), "--database-url", dsn, "--json", "migrate"]
+    psql = [str(server.psql), "-X", "-q", "-d", dsn, "-c", "select 1"]
+    return [
+        _row("asyncmig migrate, 300 applied, nothing pending", idle, m300, 0.3),
+        _row("asyncmig --json migrate, nothing pending", json_idle, m300, 0.3),
+        _row("psql -c 'select 1' (for scale)", psql, m300, None),
+    ]
 
 
 def _status_rows(server: PgServer) -> list[Row]:
