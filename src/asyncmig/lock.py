@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -45,6 +46,7 @@ from dataclasses import dataclass, field
 
 import anyio
 import asyncpg
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .config import Config
 from .connection import Conn
@@ -56,13 +58,22 @@ from .errors import (
     LockTerminateDeniedError,
     LockTimeoutError,
 )
-from .events import Event, LockAcquired, LockReclaimed, LockReleased, LockWaiting
+from .events import (
+    Event,
+    LockAcquired,
+    LockReclaimed,
+    LockReleased,
+    LockWaiting,
+    StatementProgress,
+)
 from .history import History
+from .models import Blocker
 
 __all__ = [
     "LockKey",
     "LockPolicy",
     "Progress",
+    "RunningStatement",
     "SideConnection",
     "current_holder",
     "hold",
@@ -78,6 +89,9 @@ _MIN_BEAT = 0.25  # at most four heartbeat writes a second, however fast migrati
 FENCE_FRACTION = 0.8  # a holder stops itself after stale_after × this without a beat
 POLL_TIMEOUT = 10.0  # bound of each waiter poll (lock try, holder read, reclaim)
 _RELEASE_TIMEOUT = 5.0
+_SAMPLE_EVERY = 0.5  # seconds between samples of a long statement
+_SAMPLE_SLOWER_AFTER = 10.0  # ... and after it has run this long, one a second
+_READINGS_QUEUED = 16  # readings not yet emitted (more are dropped: a stuck consumer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,9 +154,28 @@ class SideConnection:
     close: Callable[[Conn, bool], Awaitable[None]]
 
 
+@dataclass(frozen=True, slots=True)
+class RunningStatement:
+    """The statement the run's backend is executing, as the runner last said."""
+
+    version: int
+    index: int  # 1-based
+    total: int
+    preview: str
+    started: float  # time.monotonic() when it started
+
+
 @dataclass(slots=True)
 class Progress:
-    """What the holder is doing now; read by the heartbeat, written by the runner."""
+    """What the holder is doing now; read by the heartbeat, written by the runner.
+
+    The runner calls :meth:`statement_started` / :meth:`statement_done` around each
+    statement. Once one has run for :attr:`sample_after` seconds, the heartbeat samples
+    it (progress views, lock wait, blockers) on its side connection, emits each reading
+    as a :class:`~asyncmig.events.StatementProgress`, and leaves the latest blockers in
+    :attr:`blockers` (and the relation waited for in :attr:`lock_relation`) for the
+    runner's lock-retry events. A statement that ends sooner costs nothing.
+    """
 
     version: int | None = None
     statement: str | None = None
@@ -150,12 +183,34 @@ class Progress:
     lost_reason: str = ""
     changed: anyio.Event = field(default_factory=anyio.Event)
     proved_at: float = 0.0  # monotonic time a beat that succeeded was sent
+    # Set by the runner: a statement running this long gets its progress and blockers
+    # sampled; the latest blockers, for the runner's lock-retry events.
+    sample_after: float = 1.0
+    blockers: tuple[Blocker, ...] = ()
+    lock_relation: str | None = None  # the relation the last sample saw it wait for
+    running: RunningStatement | None = None
+    woken: anyio.Event = field(default_factory=anyio.Event)  # the heartbeat re-plans
 
     def moved_to(self, version: int | None) -> None:
         """A new migration started: publish it without waiting for the next beat."""
         self.version = version
         self.statement = None
+        self.running = None
         self.changed.set()
+        self.woken.set()
+
+    def statement_started(self, version: int, index: int, total: int, preview: str) -> None:
+        """Statement ``index`` of ``total`` of ``version`` starts now (its clock for
+        :attr:`sample_after`); the previous statement's blockers are forgotten."""
+        self.statement = preview
+        self.running = RunningStatement(version, index, total, preview, time.monotonic())
+        self.blockers = ()
+        self.lock_relation = None
+        self.woken.set()
+
+    def statement_done(self) -> None:
+        """The running statement ended: nothing more is sampled for it."""
+        self.running = None
 
 
 _HOLDER_PID_SQL = """
@@ -182,6 +237,142 @@ _TERMINATE_OWN_SQL = """
 SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = $1 AND backend_start = $2
 """
 _BACKEND_START_SQL = "SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+
+
+# -- sampling a long statement (read on the heartbeat connection) ---------------------
+
+# What the run's backend ($1) waits for, and, only while it waits for a lock, the
+# sessions that block it and the relation it waits on. pg_blocking_pids takes the lock
+# manager's locks briefly, so it runs only for a backend that waits for a lock.
+_ACTIVITY_SQL = """
+SELECT a.wait_event_type, a.wait_event,
+  CASE WHEN a.wait_event_type = 'Lock' THEN (
+    SELECT json_agg(json_build_object(
+      'pid', b.pid, 'user', b.usename, 'application_name', b.application_name,
+      'client_addr', host(b.client_addr), 'state', b.state,
+      'xact_age_s', extract(epoch FROM now() - b.xact_start)::float8,
+      'query', left(b.query, 80)) ORDER BY b.xact_start NULLS LAST, b.pid)
+    FROM (SELECT DISTINCT unnest(pg_blocking_pids(a.pid)) AS pid) AS bp
+    JOIN pg_stat_activity AS b ON b.pid = bp.pid)
+  END AS blockers,
+  CASE WHEN a.wait_event_type = 'Lock' THEN (
+    SELECT format('%I.%I', n.nspname, c.relname)
+    FROM pg_locks AS l
+    JOIN pg_class AS c ON c.oid = l.relation
+    JOIN pg_namespace AS n ON n.oid = c.relnamespace
+    WHERE l.pid = a.pid AND NOT l.granted AND l.locktype = 'relation'
+    LIMIT 1)
+  END AS relation
+"""
+
+# Each progress view the server has (the first server version that has it, then the view), as
+# (phase, units done, units total): blocks where the phase counts blocks, else tuples
+# (or bytes, lockers) — the units that move in that phase; total NULL when unknown.
+_PROGRESS_VIEWS: tuple[tuple[tuple[int, int], str], ...] = (
+    (
+        (12, 0),
+        """
+SELECT phase,
+  CASE WHEN blocks_total > 0 THEN blocks_done WHEN tuples_total > 0 THEN tuples_done
+       WHEN lockers_total > 0 THEN lockers_done END,
+  CASE WHEN blocks_total > 0 THEN blocks_total WHEN tuples_total > 0 THEN tuples_total
+       WHEN lockers_total > 0 THEN lockers_total END
+FROM pg_stat_progress_create_index WHERE pid = $1""",
+    ),
+    (
+        (12, 0),
+        """
+SELECT command || ': ' || phase,
+  CASE WHEN heap_blks_scanned > 0 THEN heap_blks_scanned ELSE heap_tuples_scanned END,
+  CASE WHEN heap_blks_scanned > 0 AND heap_blks_total > 0 THEN heap_blks_total END
+FROM pg_stat_progress_cluster WHERE pid = $1""",
+    ),
+    (
+        (14, 0),
+        """
+SELECT command, CASE WHEN bytes_total > 0 THEN bytes_processed ELSE tuples_processed END,
+  CASE WHEN bytes_total > 0 THEN bytes_total END
+FROM pg_stat_progress_copy WHERE pid = $1""",
+    ),
+    (
+        (13, 0),
+        """
+SELECT 'analyze: ' || phase, sample_blks_scanned,
+  CASE WHEN sample_blks_total > 0 THEN sample_blks_total END
+FROM pg_stat_progress_analyze WHERE pid = $1""",
+    ),
+    (
+        (9, 6),
+        """
+SELECT 'vacuum: ' || phase,
+  CASE WHEN phase = 'vacuuming heap' THEN heap_blks_vacuumed ELSE heap_blks_scanned END,
+  CASE WHEN heap_blks_total > 0 THEN heap_blks_total END
+FROM pg_stat_progress_vacuum WHERE pid = $1""",
+    ),
+)
+
+
+def sample_sql(server_version: tuple[int, int]) -> str:
+    """The one statement a sample runs: activity, blockers and the progress views this
+    server has (a view a server lacks is left out, never tried)."""
+    union = "\nUNION ALL".join(v for since, v in _PROGRESS_VIEWS if server_version >= since)
+    return (
+        f"{_ACTIVITY_SQL.rstrip()},\n"
+        f"  (SELECT json_build_object('phase', p.phase, 'done', p.done, 'total', p.total)\n"
+        f"   FROM ({union}) AS p(phase, done, total) LIMIT 1) AS progress\n"
+        f"FROM pg_stat_activity AS a WHERE a.pid = $1"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One sample of a long statement."""
+
+    waiting_for_lock: bool = False
+    blockers: tuple[Blocker, ...] = ()
+    relation: str | None = None
+    phase: str | None = None
+    done: int | None = None
+    total: int | None = None
+
+    @property
+    def percent(self) -> float | None:
+        if self.done is None or not self.total:
+            return None
+        return round(min(100.0, 100.0 * self.done / self.total), 1)
+
+    @property
+    def worth_reporting(self) -> bool:
+        """A lock wait or a progress view's row; otherwise there is nothing to say."""
+        return self.waiting_for_lock or self.phase is not None or self.done is not None
+
+
+async def read_sample(conn: Conn, sql: str, backend_pid: int) -> Reading:
+    """Sample backend ``backend_pid`` (on a connection that is not its own)."""
+    row = await conn.fetchrow(sql, backend_pid)
+    if row is None:
+        return Reading()
+    blockers = tuple(
+        Blocker(
+            pid=int(b["pid"]),
+            user=b.get("user"),
+            application_name=b.get("application_name"),
+            client_addr=b.get("client_addr"),
+            state=b.get("state"),
+            xact_age_s=round(b["xact_age_s"], 3) if b.get("xact_age_s") is not None else None,
+            query=b.get("query"),
+        )
+        for b in json.loads(row["blockers"] or "[]")
+    )
+    progress = json.loads(row["progress"]) if row["progress"] else {}
+    return Reading(
+        waiting_for_lock=row["wait_event_type"] == "Lock",
+        blockers=blockers,
+        relation=row["relation"],
+        phase=progress.get("phase"),
+        done=progress.get("done"),
+        total=progress.get("total"),
+    )
 
 
 async def holder_backend_pid(conn: Conn, key: LockKey) -> int | None:
@@ -351,26 +542,34 @@ async def hold(
         await history.publish_holder(conn)  # the first heartbeat
         progress.proved_at = sent
         body_error: Exception | None = None
-        async with anyio.create_task_group() as tg:
-            body_scope = anyio.CancelScope()
+        # Readings of a long statement, queued by the heartbeat, emitted beside it.
+        report, readings = anyio.create_memory_object_stream[
+            tuple[RunningStatement, StatementProgress]
+        ](_READINGS_QUEUED)
+        with report, readings:
+            async with anyio.create_task_group() as tg:
+                body_scope = anyio.CancelScope()
 
-            def stop(reason: str) -> None:
-                if progress.lost:
-                    return
-                progress.lost = True
-                progress.lost_reason = reason
-                conn.terminate()  # the server rolls back and frees the lock; we send no more
-                body_scope.cancel()
+                def stop(reason: str) -> None:
+                    if progress.lost:
+                        return
+                    progress.lost = True
+                    progress.lost_reason = reason
+                    conn.terminate()  # the server rolls back and frees the lock; we send no more
+                    body_scope.cancel()
 
-            tg.start_soon(_heartbeat, conn, key, history, own, progress, policy, side, stop)
-            tg.start_soon(_fence, progress, policy, stop)
-            try:
-                with body_scope:
-                    yield progress
-            except Exception as exc:  # re-raised below, outside the task group
-                body_error = exc
-            finally:
-                tg.cancel_scope.cancel()
+                tg.start_soon(_relay, progress, readings, emit)
+                tg.start_soon(
+                    _heartbeat, conn, key, history, own, progress, policy, side, stop, report
+                )
+                tg.start_soon(_fence, progress, policy, stop)
+                try:
+                    with body_scope:
+                        yield progress
+                except Exception as exc:  # re-raised below, outside the task group
+                    body_error = exc
+                finally:
+                    tg.cancel_scope.cancel()
         if progress.lost and not isinstance(body_error, LockLostError):
             raise LockLostError(
                 f"lost the migration lock: {progress.lost_reason}; the run's connection was "
@@ -445,51 +644,147 @@ async def _heartbeat(
     policy: LockPolicy,
     side: SideConnection,
     stop: Callable[[str], None],
+    report: MemoryObjectSendStream[tuple[RunningStatement, StatementProgress]],
 ) -> None:
     """Every beat: check in ``pg_locks`` that ``holder_pid`` holds the lock, then refresh
     ``heartbeat_at`` and progress, on the side connection, within a bounded time.
+    Between beats, a statement that has run for ``progress.sample_after`` is sampled
+    (:class:`_Sampler`) on the same connection, also bounded.
 
-    A failed or hung beat drops the side connection (a fresh one is opened next beat);
-    the fence decides when too many beats have failed. When the lock is gone while the
-    run's session lives, that session is ended here too: closing the client's socket
-    alone would leave a busy backend running its statement to the end.
+    A failed or hung beat (or sample) drops the side connection (a fresh one is opened
+    next time); the fence decides when too many beats have failed. When the lock is gone
+    while the run's session lives, that session is ended here too: closing the client's
+    socket alone would leave a busy backend running its statement to the end.
     """
     holder_pid = own.pid
     side_conn: Conn | None = None
+    sampler = _Sampler(holder_pid)
+    last_beat = time.monotonic()
     try:
         while True:
-            await anyio.sleep(min(_MIN_BEAT, policy.beat_every))
-            with anyio.move_on_after(max(0.0, policy.beat_every - _MIN_BEAT)):
-                await progress.changed.wait()
-            progress.changed = anyio.Event()
+            beat, sample = await _next_due(progress, policy, last_beat, sampler)
             if conn.is_closed():
                 stop("the run's connection closed")
                 return
-            sent = time.monotonic()
             try:
                 with anyio.fail_after(policy.statement_timeout):
                     if side_conn is None:
                         side_conn = await side.open()
-                    pid = await holder_backend_pid(side_conn, key)
-                    if pid != holder_pid:
-                        stop(
-                            f"backend {holder_pid} no longer holds the migration lock"
-                            + (f" (now held by backend {pid})" if pid else "")
+                    if beat:
+                        progress.changed = anyio.Event()
+                        sent = time.monotonic()
+                        pid = await holder_backend_pid(side_conn, key)
+                        if pid != holder_pid:
+                            stop(
+                                f"backend {holder_pid} no longer holds the migration lock"
+                                + (f" (now held by backend {pid})" if pid else "")
+                            )
+                            await _end_own_session(side_conn, own, policy.statement_timeout)
+                            return
+                        await history.heartbeat(
+                            side_conn, holder_pid, progress.version, progress.statement
                         )
-                        await _end_own_session(side_conn, own, policy.statement_timeout)
-                        return
-                    await history.heartbeat(
-                        side_conn, holder_pid, progress.version, progress.statement
-                    )
+                        progress.proved_at = max(progress.proved_at, sent)
+                    if sample:
+                        await sampler.sample(side_conn, progress, report)
             except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
                     AsyncmigError):  # fmt: skip
                 if side_conn is not None:
                     with anyio.CancelScope(shield=True), anyio.move_on_after(2):
                         await side.close(side_conn, True)
                 side_conn = None
-                continue
-            progress.proved_at = max(progress.proved_at, sent)
+            finally:
+                if beat:
+                    last_beat = time.monotonic()
     finally:
         if side_conn is not None:
             with anyio.CancelScope(shield=True), anyio.move_on_after(2):
                 await side.close(side_conn, False)
+
+
+async def _next_due(
+    progress: Progress, policy: LockPolicy, last_beat: float, sampler: _Sampler
+) -> tuple[bool, bool]:
+    """Wait until a beat or a sample is due; which of them are.
+
+    A beat is due ``beat_every`` after the last one, or ``_MIN_BEAT`` after it once the
+    runner moved to another migration (``progress.changed``). A sample is due when the
+    running statement has run for ``sample_after``, then every :data:`_SAMPLE_EVERY`.
+    """
+    while True:
+        if progress.woken.is_set():
+            progress.woken = anyio.Event()
+        now = time.monotonic()
+        gap = min(_MIN_BEAT, policy.beat_every) if progress.changed.is_set() else policy.beat_every
+        beat_at = last_beat + gap
+        sample_at = sampler.due(progress)
+        if now >= beat_at or now >= sample_at:
+            return now >= beat_at, now >= sample_at
+        woken = progress.woken
+        with anyio.move_on_after(min(beat_at, sample_at) - now):
+            await woken.wait()
+
+
+class _Sampler:
+    """Samples the statement the run's backend has been running for a while: one bounded
+    statement (:func:`sample_sql`) per reading, nothing at all before ``sample_after``."""
+
+    def __init__(self, backend_pid: int) -> None:
+        self.backend_pid = backend_pid
+        self._sql: str | None = None  # built for the server's version on first use
+        self._for: RunningStatement | None = None  # the statement sampled last
+        self._last = 0.0
+
+    def due(self, progress: Progress) -> float:
+        """Monotonic time of the next sample (infinity: none while nothing runs)."""
+        running = progress.running
+        if running is None or progress.lost:
+            return math.inf
+        if running is not self._for:
+            return running.started + progress.sample_after
+        every = _SAMPLE_EVERY if self._last - running.started < _SAMPLE_SLOWER_AFTER else 1.0
+        return self._last + every
+
+    async def sample(
+        self,
+        conn: Conn,
+        progress: Progress,
+        report: MemoryObjectSendStream[tuple[RunningStatement, StatementProgress]],
+    ) -> None:
+        running = progress.running
+        if running is None:
+            return
+        self._for, self._last = running, time.monotonic()
+        if self._sql is None:
+            version = conn.get_server_version()
+            self._sql = sample_sql((version.major, version.minor))
+        reading = await read_sample(conn, self._sql, self.backend_pid)
+        if progress.running is not running:
+            return  # it ended meanwhile: the reading may be about the next statement
+        progress.blockers = reading.blockers
+        progress.lock_relation = reading.relation
+        if reading.worth_reporting:
+            event = StatementProgress(
+                version=running.version, index=running.index, total=running.total,
+                elapsed_s=round(time.monotonic() - running.started, 3), phase=reading.phase,
+                done=reading.done, units_total=reading.total, percent=reading.percent,
+                waiting_for_lock=reading.waiting_for_lock, blockers=reading.blockers,
+            )  # fmt: skip
+            with contextlib.suppress(anyio.WouldBlock, anyio.BrokenResourceError):
+                report.send_nowait((running, event))
+
+
+async def _relay(
+    progress: Progress,
+    receive: MemoryObjectReceiveStream[tuple[RunningStatement, StatementProgress]],
+    emit: Emit,
+) -> None:
+    """Emit the heartbeat's readings, apart from it (a slow event consumer never delays
+    a beat), and only while their statement still runs (never after its end)."""
+    async with receive:
+        async for running, event in receive:
+            if progress.running is running:
+                try:
+                    await emit(event)
+                except Exception:  # a display or callback failure never stops a run
+                    return
