@@ -31,6 +31,7 @@ leaked, and kept as ``__cause__``::
     ├── MigrationError                     1  a statement failed; migration rolled back
     │   ├── MigrationTimeoutError             the migration's deadline passed
     │   ├── CommitUncertainError              COMMIT sent, its outcome unknowable now
+    │   ├── InvalidIndexError                 an index it built is INVALID
     │   ├── LockNotGrantedError            7  a DDL lock not granted after every retry
     │   └── RollbackFailedError               a rollback file failed
     └── RollbackUnavailableError           1  no rollback file and no stored SQL
@@ -319,6 +320,16 @@ class LockNotGrantedError(MigrationError):
 
     def __init__(self, message: str, *, blockers: Sequence[Any] = (), **fields: Any) -> None:
         self.blockers = list(blockers)
+        super().__init__(message, **fields)
+
+
+class InvalidIndexError(MigrationError):
+    """A no-transaction migration ran every statement, but an index it built is
+    INVALID (``invalid_indexes``, schema-qualified). Recorded as failed after its last
+    statement: ``migrate --resume --rebuild-invalid`` repairs it."""
+
+    def __init__(self, message: str, *, invalid_indexes: Sequence[str] = (), **fields: Any) -> None:
+        self.invalid_indexes = list(invalid_indexes)
         super().__init__(message, **fields)
 
 

@@ -27,12 +27,15 @@ import anyio
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from . import indexes
 from .config import Config
 from .connection import Conn, check_direct, open_connection
 from .errors import (
     AsyncmigError,
     ConfigError,
+    InvalidIndexError,
     LockHolder,
+    MigrationError,
     PendingTimeoutError,
     ResumeRequiredError,
 )
@@ -77,7 +80,7 @@ from .reports import (
 )
 from .retries import RetryPolicy
 from .runner import Runner
-from .status import build_status, file_issue, history_issues
+from .status import build_status, file_issue, history_issues, invalid_index_issues
 
 __all__ = ["Migrator", "migrate"]
 
@@ -189,7 +192,9 @@ class Migrator:
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
             conn.terminate()
 
-    def _runner(self, conn: Conn, emit: Emitter, progress: Progress) -> Runner:
+    def _runner(
+        self, conn: Conn, emit: Emitter, progress: Progress, *, rebuild_invalid: bool = False
+    ) -> Runner:
         c = self.config
         return Runner(
             conn, self.history, emit, progress,
@@ -200,6 +205,7 @@ class Migrator:
                 sleep=c.lock_retry_sleep, deadline=c.lock_retry_deadline,
                 wait_last=c.lock_retry_wait_last,
             ),
+            rebuild_invalid=rebuild_invalid,
         )  # fmt: skip
 
     def _load(self, lazy: bool = False) -> MigrationSet:
@@ -224,9 +230,15 @@ class Migrator:
         force: bool = False,
         allow_out_of_order: bool = False,
         resume: bool = False,
+        rebuild_invalid: bool = False,
         on_event: EventCallback | None = None,
     ) -> MigrateReport:
-        """Apply pending migrations. Returns at once, without the lock, if none are."""
+        """Apply pending migrations. Returns at once, without the lock, if none are.
+
+        A no-transaction migration that runs again (``resume``, or a retry after a
+        failure) stops before anything runs if an index it builds exists and is INVALID
+        (a failed concurrent build); ``rebuild_invalid`` drops such an index
+        concurrently and builds it again instead (:mod:`asyncmig.indexes`)."""
         _check_steps(steps)
         t_start = time.perf_counter()
         emit = self._emitter(on_event)
@@ -274,12 +286,24 @@ class Migrator:
                     rows = await self.history.rows(conn) or {}
                     # the leader may have applied them meanwhile, or died half-way; the
                     # --atomic and no-transaction checks apply to this plan too
-                    pending = await _explain_resume(conn, lambda r: plan(r).steps, rows)
+                    pending = await _explain_resume(
+                        conn, self.history, migrations, lambda r: plan(r).steps, rows
+                    )
+                    if not rebuild_invalid:
+                        again = [s for s in pending if s.resume_from or s.migration.version in rows]
+                        await indexes.refuse_invalid(conn, self.history, again, resume=resume)
                     await emit(RunStarted(operation="migrate", plan=_plan_items(pending),
                                           atomic=atomic))  # fmt: skip
-                    async with self._runner(conn, emit, progress) as runner:
+                    async with self._runner(
+                        conn, emit, progress, rebuild_invalid=rebuild_invalid
+                    ) as runner:
                         applied = runner.done  # what committed, also when a later one fails
-                        await runner.migrate(pending, atomic=atomic)
+                        try:
+                            await runner.migrate(pending, atomic=atomic)
+                        except MigrationError as exc:
+                            if not isinstance(exc, InvalidIndexError):
+                                await indexes.name_left_invalid(conn, self.history, pending, exc)
+                            raise
             except AsyncmigError:
                 with anyio.CancelScope(shield=True):
                     await emit(RunFinished(operation="migrate",
@@ -411,8 +435,9 @@ class Migrator:
 
         async with self._loaded_connection(reader=scan) as (migrations, conn):
             rows = await self.history.rows(conn)
+            invalid = await self.history.invalid_indexes(conn)
             return await anyio.to_thread.run_sync(
-                build_status, migrations, rows, self.config.schema
+                build_status, migrations, rows, self.config.schema, invalid
             )
 
     async def validate(self, *, online: bool = True) -> ValidationReport:
@@ -425,7 +450,9 @@ class Migrator:
         if online:
             async with self._connection() as conn:
                 rows = await self.history.rows(conn) or {}
+                invalid = await self.history.invalid_indexes(conn)
             issues += history_issues(migrations, rows)
+            issues += invalid_index_issues(invalid)
         return ValidationReport(tuple(issues), online=online)
 
     # -- lock administration ----------------------------------------------------------
@@ -501,41 +528,32 @@ def _parse_stored(text: str, label: str) -> SqlFile:
     return parse_sql_text(text, Path(label))
 
 
-# Invalid indexes, except those a build in progress is creating right now (an index
-# under CREATE INDEX CONCURRENTLY is invalid until it finishes): never name those.
-_INVALID_INDEXES = """
-SELECT n.nspname || '.' || c.relname
-FROM pg_index i
-JOIN pg_class c ON c.oid = i.indexrelid
-JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE NOT i.indisvalid AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-  AND NOT EXISTS (SELECT 1 FROM pg_stat_progress_create_index p
-                  WHERE p.index_relid = i.indexrelid)
-ORDER BY 1
-"""
-
-
 async def _explain_resume(
     conn: Conn,
+    history: History,
+    migrations: MigrationSet,
     plan: Callable[[dict[int, HistoryRow]], tuple[MigrateStep, ...]],
     rows: dict[int, HistoryRow],
 ) -> tuple[MigrateStep, ...]:
-    """Plan under the lock; a stop for ``--resume`` also names the invalid indexes a
-    failed concurrent build left (its runner is dead: this run holds the lock)."""
+    """Plan under the lock; a stop for ``--resume`` also names the INVALID indexes that
+    the stopped migration builds (a failed concurrent build; its runner is dead: this
+    run holds the lock) and the flag that rebuilds them."""
     try:
         return plan(rows)
     except ResumeRequiredError as exc:
-        invalid = [r[0] for r in await conn.fetch(_INVALID_INDEXES)]
-        if not invalid:
+        mig = migrations.get(exc.version) if exc.version is not None else None
+        found = await indexes.invalid_in(conn, history, mig.forward) if mig else []
+        if not found:
             raise
+        names = list(dict.fromkeys(idx.qualified for _, idx in found))
         raise ResumeRequiredError(
             exc.message
-            + " Invalid index(es) left by a failed concurrent build: "
-            + ", ".join(invalid)
-            + " — drop them (DROP INDEX CONCURRENTLY …) before resuming.",
+            + f" Index {', '.join(names)} that it builds is INVALID (a failed concurrent "
+            + "build): `asyncmig migrate --resume --rebuild-invalid` drops it concurrently "
+            + "and builds it again.",
             version=exc.version or 0,
             statements_done=exc.statements_done,
-            invalid_indexes=invalid,
+            invalid_indexes=names,
         ) from None
 
 
@@ -580,7 +598,7 @@ async def migrate(
     run_args = {
         k: options.pop(k)
         for k in ("steps", "target", "dry_run", "atomic", "force", "allow_out_of_order",
-                  "resume")
+                  "resume", "rebuild_invalid")
         if k in options
     }  # fmt: skip
     m = Migrator(dsn, pool=pool, sql_dir=sql_dir, rollback_dir=rollback_dir,

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "HistoryRow",
+    "InvalidIndex",
     "Issue",
     "IssueCode",
     "LockHolder",
@@ -215,3 +216,24 @@ class Issue:
     def needs_lock(self) -> bool:
         """True if only the lock holder can judge it (the runner may still be alive)."""
         return self.code in ("resume_required", "resume_changed")
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidIndex:
+    """An INVALID index (``pg_index.indisvalid`` false) that no build is creating now."""
+
+    schema: str
+    name: str
+    table: str  # schema-qualified
+    definition: str  # pg_get_indexdef
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.qualified,
+            "table": self.table,
+            "definition": self.definition,
+        }

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from .models import InvalidIndex
+
 __all__ = [
     "AppliedMigration",
     "MigrateReport",
@@ -127,6 +129,7 @@ class StatusReport:
     versions: tuple[VersionStatus, ...] = ()
     schema: str = "public"
     history_exists: bool = False
+    invalid_indexes: tuple[InvalidIndex, ...] = ()  # left by failed concurrent builds
 
     @property
     def pending(self) -> tuple[VersionStatus, ...]:
@@ -143,6 +146,7 @@ class StatusReport:
             "current_version": self.current_version,
             "pending": [v.version for v in self.pending],
             "versions": [v.to_dict() for v in self.versions],
+            "invalid_indexes": [i.to_dict() for i in self.invalid_indexes],
         }
 
 

@@ -39,7 +39,7 @@ from typing import Any, Literal
 import anyio
 import asyncpg
 
-from . import session
+from . import indexes, session
 from .batch import Segment, Tracker, build, parse_mark
 from .connection import Conn
 from .errors import (
@@ -163,8 +163,10 @@ class Runner:
         fresh: FreshConnection | None = None,
         batch: bool = True,
         retry: RetryPolicy | None = None,
+        rebuild_invalid: bool = False,
     ) -> None:
         self.conn = conn
+        self.rebuild_invalid = rebuild_invalid  # drop and rebuild INVALID indexes (indexes)
         self.history = history
         self.emit = emit
         self.progress = progress
@@ -690,10 +692,17 @@ class Runner:
                         checksum=sql.checksum,
                         detail=f'{{"from_statement": {resume_from + 1}}}',
                     )  # fmt: skip
+                if self.rebuild_invalid:
+                    await indexes.rebuild_before(
+                        self.conn, self.history, self.emit, sql, resume_from
+                    )
                 d = sql.directives
                 self._prefix = session.timeouts(d.lock_timeout, d.statement_timeout, local=False)
                 await self._run_statements(f, resume_from, failure, autocommit=True)
                 self._prefix = ""
+                await indexes.check_after(
+                    self.conn, self.history, sql, f.version, [a.version for a in self.done]
+                )
                 await self.conn.execute(session.RESET)
                 await self.history.record(self.conn, f.version, _ms(t0))
         except BaseException as exc:

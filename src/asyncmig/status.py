@@ -4,19 +4,25 @@ Pure functions over values (the loader's :class:`MigrationSet`, the history's ro
 :class:`~asyncmig.Migrator` reads both and calls these. Both views derive from the
 planner's one rule set, :func:`asyncmig.planner.check`: a version the planner refuses
 or would apply is marked so here, and ``validate`` reports the same issues.
+
+Both also list the INVALID indexes of the database (a failed concurrent build leaves
+one; :meth:`History.invalid_indexes <asyncmig.history.History.invalid_indexes>`): in
+every schema but the system ones, not only those the migrations name, since a file's
+statements may reach any schema (search_path, qualified names, functions). An index
+that a build is creating right now is not listed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from .errors import MigrationFileError
 from .loader import Migration, MigrationSet
-from .models import HistoryRow, Issue
+from .models import HistoryRow, InvalidIndex, Issue
 from .planner import check
 from .reports import State, StatusReport, ValidationIssue, VersionStatus
 
-__all__ = ["build_status", "file_issue", "history_issues"]
+__all__ = ["build_status", "file_issue", "history_issues", "invalid_index_issues"]
 
 _STATES: dict[str, State] = {
     "completed": "applied",
@@ -27,9 +33,12 @@ _STATES: dict[str, State] = {
 
 
 def build_status(
-    migrations: MigrationSet, rows: Mapping[int, HistoryRow] | None, schema: str
+    migrations: MigrationSet,
+    rows: Mapping[int, HistoryRow] | None,
+    schema: str,
+    invalid_indexes: Sequence[InvalidIndex] = (),
 ) -> StatusReport:
-    """Disk and history side by side, one entry per version."""
+    """Disk and history side by side, one entry per version; the INVALID indexes."""
     rows = rows or {}
     codes: dict[int, list[str]] = {}
     for issue in check(migrations, rows):
@@ -62,7 +71,10 @@ def build_status(
                 issues=issues,
             )
         )
-    return StatusReport(tuple(out), schema=schema, history_exists=bool(rows))
+    return StatusReport(
+        tuple(out), schema=schema, history_exists=bool(rows),
+        invalid_indexes=tuple(invalid_indexes),
+    )  # fmt: skip
 
 
 def file_issue(err: MigrationFileError) -> ValidationIssue:
@@ -87,6 +99,21 @@ def history_issues(
 ) -> list[ValidationIssue]:
     """Every issue of :func:`~asyncmig.planner.check`, as validation errors."""
     return [_validation_issue(i) for i in check(migrations, rows)]
+
+
+def invalid_index_issues(invalid: Sequence[InvalidIndex]) -> list[ValidationIssue]:
+    """One error per INVALID index: queries do not use it, writes still pay for it."""
+    return [
+        ValidationIssue(
+            "error", "invalid_index",
+            f"index {i.qualified} on {i.table} is INVALID (a concurrent build failed or was "
+            f"cancelled; no build is running now); if a no-transaction migration builds it, "
+            f"`asyncmig migrate --resume --rebuild-invalid` drops it concurrently and builds "
+            f"it again; otherwise drop it (DROP INDEX CONCURRENTLY) and create it again: "
+            f"{i.definition}",
+        )
+        for i in invalid
+    ]  # fmt: skip
 
 
 _REMEDY = {

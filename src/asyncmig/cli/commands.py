@@ -38,6 +38,7 @@ def migrate(
     force: bool = False,
     allow_out_of_order: bool = False,
     resume: bool = False,
+    rebuild_invalid: bool = False,
     ctx: Ctx,
 ) -> int:
     """Apply pending migrations (nothing pending: exit 0 at once, without the lock).
@@ -58,11 +59,15 @@ def migrate(
         Apply pending versions older than the newest applied one.
     resume
         Continue a failed no-transaction migration after its last completed statement.
+    rebuild_invalid
+        Drop (concurrently) and build again an INVALID index left by a failed
+        concurrent build of a migration that runs again; without it, such a run stops.
     """
     ctx.call(
         lambda m: m.migrate(
             steps=steps, target=target, dry_run=dry_run, atomic=atomic, force=force,
             allow_out_of_order=allow_out_of_order, resume=resume,
+            rebuild_invalid=rebuild_invalid,
         )
     )  # fmt: skip
     return 0

@@ -248,6 +248,9 @@ def status_footer(report: StatusReport) -> str:
         parts.append(f"{missing} missing file{'s' if missing != 1 else ''}")
     if failed:
         parts.append(f"{failed} failed")
+    if report.invalid_indexes:
+        names = ", ".join(i.qualified for i in report.invalid_indexes)
+        parts.append(f"INVALID index{'es' if len(report.invalid_indexes) != 1 else ''}: {names}")
     return " · ".join(parts)
 
 
