@@ -49,6 +49,8 @@ pytestmark = pytest.mark.anyio
         ("REINDEX SCHEMA CONCURRENTLY app", None),
         ("CREATE INDEX parent_idx ON ONLY parent (v)", None),
         ("CREATE TABLE idx (v int)", None),
+        ("CREATE INDEX i ON otherdb.public.t (v)", None),
+        ('CREATE INDEX i ON "" (v)', None),
     ],
 )  # fmt: skip
 def test_targets_name_the_index_each_statement_builds(

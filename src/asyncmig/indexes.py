@@ -161,7 +161,9 @@ class _Reader:
         return tok
 
     def qualified(self) -> str | None:
-        """``a.b.c`` as written (each part's original spelling), or None."""
+        """``a`` or ``a.b`` as written (each part's original spelling), or None: longer
+        names (another database's) and empty quoted names are left to the server to
+        refuse when the statement runs, not to ``to_regclass`` before."""
         if not _is_name(self.tok):
             return None
         parts = [self._spelling(self.next())]
@@ -169,6 +171,8 @@ class _Reader:
             if not _is_name(self.tok):
                 return None
             parts.append(self._spelling(self.next()))
+        if len(parts) > 2 or '""' in parts:
+            return None
         return ".".join(parts)
 
     @staticmethod
