@@ -380,8 +380,10 @@ def guarded(label: str, scenario: Callable[..., list[Row]], *args: Any) -> list[
     try:
         return scenario(*args)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[-1:] or [type(exc).__name__]
-        return [(label, f"FAILED: {first[0][:200]}", "runs", False)]
+        lines = [x.strip() for x in str(exc).splitlines() if x.strip()]
+        errors = [x for x in lines if "error" in x.lower()]
+        why = (errors or lines or [type(exc).__name__])[0]
+        return [(label, f"FAILED: {why[:240]}", "runs", False)]
 
 
 def servers() -> list[tuple[str, Callable[[], PgServer]]]:
