@@ -60,8 +60,7 @@ def migrate(
     resume
         Continue a failed no-transaction migration after its last completed statement.
     rebuild_invalid
-        Drop (concurrently) and build again an INVALID index left by a failed
-        concurrent build of a migration that runs again; without it, such a run stops.
+        Drop concurrently and build again an INVALID index a failed build left.
     """
     ctx.call(
         lambda m: m.migrate(
