@@ -12,14 +12,28 @@ CPUs the other tests share.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import anyio
 import asyncpg
 import pytest
+from rich.console import Console
 
-from asyncmig.events import Event, StatementFinished, StatementProgress
+from asyncmig.events import (
+    Event,
+    LockRetry,
+    MigrationStarted,
+    PlanItem,
+    RunStarted,
+    StatementFinished,
+    StatementProgress,
+    StatementStarted,
+)
 from asyncmig.lock import sample_sql
+from asyncmig.models import Blocker
+from asyncmig.render import JsonRenderer, PlainRenderer
+from asyncmig.render.live import RichRenderer
 
 from .cli_helpers import cli, json_lines
 from .faultproxy import FaultProxy
@@ -182,3 +196,107 @@ def test_the_sample_reads_only_the_progress_views_the_server_has() -> None:
         assert ("pg_stat_progress_analyze" in sql) is has_analyze
         for view in ("create_index", "cluster", "vacuum"):
             assert f"pg_stat_progress_{view}" in sql
+
+
+# -- rendering (synthetic events) ---------------------------------------------------------
+
+BILLING = Blocker(
+    pid=4242, user="app", application_name="billing", client_addr="10.0.0.7",
+    state="idle in transaction", xact_age_s=840.0, query="UPDATE orders SET paid = true",
+)  # fmt: skip
+RUN = [
+    RunStarted(operation="migrate", plan=(PlanItem(3, "add_c", "003_add_c.sql", 1, True),)),
+    MigrationStarted(version=3, migration="add_c", filename="003_add_c.sql", statements=1,
+                     transactional=True),
+    StatementStarted(version=3, index=1, total=1, line=1, column=1, keyword="ALTER TABLE",
+                     preview="ALTER TABLE orders ADD COLUMN c int;"),
+]  # fmt: skip
+RETRY = LockRetry(
+    version=3, index=1, attempt=3, attempts=10, lock_timeout_s=2.0, sleep_s=1.5,
+    relation="public.orders", blockers=(BILLING,),
+)  # fmt: skip
+
+
+def _reading(
+    elapsed: float, percent: float | None = None, waiting: bool = False
+) -> StatementProgress:
+    done = None if percent is None else int(percent)
+    return StatementProgress(
+        version=3, index=1, total=1, elapsed_s=elapsed, waiting_for_lock=waiting,
+        phase=None if waiting else "building index: scanning table", done=done,
+        units_total=None if percent is None else 100, percent=percent,
+        blockers=(BILLING,) if waiting else (),
+    )  # fmt: skip
+
+
+def _terminal(*events: Event) -> str:
+    console = Console(width=200, force_terminal=True, record=True, file=io.StringIO())
+    r = RichRenderer(console, console)
+    with r.live():
+        for event in events:
+            r.event(event)
+        assert r._progress is not None
+        r._progress.refresh()
+    return console.export_text()
+
+
+def test_terminal_live_line_of_a_lock_retry_names_relation_attempt_and_blocker() -> None:
+    """On a terminal, a LockRetry shows the issue's live line: relation, attempt of
+    attempts, and the blocker's pid, application, state and transaction age."""
+    text = _terminal(*RUN, RETRY)
+    assert (
+        "waiting for lock on public.orders (attempt 3/10) — blocked by pid 4242 app=billing "
+        "idle in transaction 14m"
+    ) in text
+
+
+def test_terminal_shows_a_bar_and_percentage_for_statement_progress() -> None:
+    """On a terminal, a StatementProgress with a percentage shows a bar, the percentage
+    and the phase on the migration's live line; a lock wait shows the blocker."""
+    text = _terminal(*RUN, _reading(1.0, 25.0), _reading(1.5, 43.0))
+    assert "▕█████░░░░░░░▏ 43% building index: scanning table 43/100" in text
+    text = _terminal(*RUN, _reading(1.0, waiting=True))
+    assert "waiting for a lock — blocked by pid 4242 app=billing idle in transaction 14m" in text
+
+
+def test_plain_lines_say_progress_at_most_every_ten_seconds_and_every_retry() -> None:
+    """Not a terminal: the first reading is a line, later ones of the same kind only 10 s
+    after the last line; starting to wait for a lock is a line at once; every LockRetry
+    is a line, with the blocker described in full."""
+    now = [0.0]
+    out = io.StringIO()
+    r = PlainRenderer(out, io.StringIO(), clock=lambda: now[0])
+    for event in RUN:
+        r.event(event)
+    for t, event in ((1.0, _reading(1.0, 5.0)), (1.5, _reading(1.5, 6.0)),
+                     (10.9, _reading(10.9, 40.0)), (11.0, _reading(11.0, 41.0)),
+                     (11.5, _reading(11.5, waiting=True)), (12.0, RETRY),
+                     (12.1, RETRY)):  # fmt: skip
+        now[0] = t
+        r.event(event)
+    lines = [line.split(" ", 1)[1] for line in out.getvalue().splitlines()][1:]  # after the plan
+    assert lines[0] == "3 [1/1] building index: scanning table 5.0% 5/100 (running 1.0s)"
+    assert lines[1] == "3 [1/1] building index: scanning table 41.0% 41/100 (running 11.0s)"
+    assert lines[2].startswith("3 [1/1] waiting for a lock — blocked by pid 4242 app=billing")
+    assert (
+        lines[3]
+        == lines[4]
+        == (
+            "3 waiting for lock on public.orders (attempt 3/10) — blocked by pid 4242 "
+            "app=billing user=app from 10.0.0.7 idle in transaction 14m "
+            "'UPDATE orders SET paid = true'; not granted within 2.0s, trying again in 1.5s"
+        )
+    )
+    assert len(lines) == 5
+
+
+def test_json_lines_keep_every_reading() -> None:
+    """--json: every StatementProgress is a line of its own, blockers included."""
+    out = io.StringIO()
+    r = JsonRenderer(out)
+    readings = [_reading(1.0, 5.0), _reading(1.5, 6.0), _reading(2.0, waiting=True)]
+    for event in readings:
+        r.event(event)
+    lines = json_lines(out.getvalue())
+    assert [line["event"] for line in lines] == ["statement_progress"] * 3
+    assert lines[2]["blockers"][0]["application_name"] == "billing"

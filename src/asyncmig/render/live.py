@@ -29,6 +29,7 @@ from ..events import (
     LockAcquired,
     LockReclaimed,
     LockReleased,
+    LockRetry,
     LockWaiting,
     Message,
     MigrationFailed,
@@ -39,6 +40,7 @@ from ..events import (
     ServerNotice,
     StatementFinished,
     StatementPlanned,
+    StatementProgress,
     StatementStarted,
 )
 from ..reports import StatusReport, ValidationReport
@@ -50,6 +52,8 @@ from .text import (
     error_lines,
     fmt_ms,
     notes,
+    progress_line,
+    retry_line,
     state_label,
     status_footer,
     validation_footer,
@@ -91,6 +95,10 @@ class RichRenderer(Renderer):
         self._tasks: dict[tuple[int, str], TaskID] = {}
         self._rows: dict[tuple[int, str], _Row] = {}
         self._running: dict[int, tuple[int, str]] = {}  # version -> its task's key
+        self._transactional: dict[int, bool] = {}  # version -> runs in a transaction
+        # task -> (the running statement's start, its line) under a long statement's
+        # progress, so each reading replaces the last rather than adding to it
+        self._statement_line: dict[TaskID, tuple[object, str]] = {}
 
     # progress lifecycle
 
@@ -152,6 +160,7 @@ class RichRenderer(Renderer):
             case MigrationStarted(version=v, migration=name, direction=d, statements=n):
                 task = self._task(v, name, d, n)
                 self._running[v] = (v, d)
+                self._transactional[v] = event.transactional
                 if task is not None and progress is not None:
                     progress.start_task(task)
                     progress.update(task, state="running")
@@ -187,6 +196,21 @@ class RichRenderer(Renderer):
                     progress.update(task, state="failed", stmt_t0=None,
                                     current=f"[red]✗ {escape(error_line(err))}[/]")  # fmt: skip
                     progress.stop_task(task)
+            case StatementProgress(version=v):
+                key = self._key(v)
+                if key is not None and progress is not None:
+                    self._live_line(self._tasks[key], progress_line(event))
+            case LockRetry(version=v, index=i):
+                key = self._key(v)
+                if key is not None and progress is not None:
+                    task = self._tasks[key]
+                    # the unit runs again: a transaction from its start, a no-transaction
+                    # file from the statement that waited
+                    done = 0 if self._transactional.get(v, True) else max((i or 1) - 1, 0)
+                    self._rows[key].done = done
+                    progress.update(task, completed=done, stmt_t0=None)
+                    self._live_line(task, retry_line(event), replace=True)
+                self._print(f"[yellow]{escape(describe_event(event) or '')}[/]")
             case LockWaiting() | LockReclaimed() | ServerNotice() | Message():
                 style = {"warning": "yellow", "error": "red"}.get(getattr(event, "level", ""), "")
                 text = escape(describe_event(event) or "")
@@ -196,6 +220,21 @@ class RichRenderer(Renderer):
                     self._print(f"[dim]{escape(describe_event(event) or '')}[/]")
             case RunFinished():
                 self._finish(event)
+
+    def _live_line(self, task_id: TaskID, text: str, *, replace: bool = False) -> None:
+        """Show ``text`` on a migration's live line, before the running statement's line
+        (``replace``: instead of it, until the next statement starts)."""
+        assert self._progress is not None
+        task = next((t for t in self._progress.tasks if t.id == task_id), None)
+        if task is None:
+            return
+        t0 = task.fields.get("stmt_t0")
+        current = str(task.fields.get("current", ""))
+        seen = self._statement_line.get(task_id)
+        if seen is None or seen[0] != t0 or t0 is None:
+            seen = self._statement_line[task_id] = (t0, current)
+        shown = text if replace else f"{text}  {seen[1]}"
+        self._progress.update(task_id, current=shown)
 
     def _key(self, version: int) -> tuple[int, str] | None:
         key = self._running.get(version)

@@ -38,6 +38,7 @@ from ..events import (
     RunFinished,
     RunStarted,
     StatementFinished,
+    StatementProgress,
     StatementStarted,
 )
 from ..reports import StatusReport, ValidationReport
@@ -57,6 +58,7 @@ from .text import (
 __all__ = ["PlainRenderer"]
 
 REPEAT_EVERY = 60.0  # seconds between "still running" lines after the first
+PROGRESS_EVERY = 10.0  # seconds between progress lines of one statement
 
 
 @dataclass
@@ -89,6 +91,8 @@ class PlainRenderer(Renderer):
         self._order: tuple[int, ...] = ()  # the run's planned versions, for ranges
         self._running: _Running | None = None
         self._write_lock = threading.Lock()
+        # The last progress line: (version, index, waiting for a lock) and when.
+        self._progress_said: tuple[tuple[int, int, bool], float] | None = None
 
     def _line(
         self, text: str, *, ts: datetime | None = None, stream: ScrubbingWriter | None = None
@@ -147,6 +151,9 @@ class PlainRenderer(Renderer):
                 elif ms >= self.slow_after * 1000:
                     self._line(_slow_line(event, running), ts=event.ts)
                 return
+            case StatementProgress():
+                self._progress(event)
+                return
             case MigrationStarted() | LockAcquired() | LockReleased():
                 if self.verbose:
                     self._line(describe_event(event) or "", ts=event.ts)
@@ -162,6 +169,21 @@ class PlainRenderer(Renderer):
         text = describe_event(event, self._order)
         if text is not None:
             self._line(text, ts=event.ts)
+
+    def _progress(self, event: StatementProgress) -> None:
+        """A long statement's progress: a line at its first reading, when it starts or
+        stops waiting for a lock, and at most every :data:`PROGRESS_EVERY` seconds
+        (``--json`` keeps every reading). It stands in for the ``still running`` line."""
+        now = self._clock()
+        key = (event.version, event.index, event.waiting_for_lock)
+        said = self._progress_said
+        if said is not None and said[0] == key and now < said[1] + PROGRESS_EVERY:
+            return
+        self._progress_said = (key, now)
+        running = self._running
+        if running is not None:
+            running.next_report = max(running.next_report, now + REPEAT_EVERY)
+        self._line(describe_event(event) or "", ts=event.ts)
 
     def status(self, report: StatusReport) -> None:
         rows = [("VERSION", "NAME", "STATE", "APPLIED AT", "BY", "DURATION", "NOTES")]

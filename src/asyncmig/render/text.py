@@ -13,6 +13,7 @@ from ..events import (
     LockAcquired,
     LockReclaimed,
     LockReleased,
+    LockRetry,
     LockWaiting,
     Message,
     MigrationFailed,
@@ -23,19 +24,25 @@ from ..events import (
     ServerNotice,
     StatementFinished,
     StatementPlanned,
+    StatementProgress,
     StatementStarted,
 )
+from ..models import Blocker
 from ..reports import StatusReport, ValidationReport, VersionStatus
 
 __all__ = [
     "RANGE_PARTS",
     "applied_when",
+    "bar",
+    "blocked_by",
     "describe_event",
     "error_line",
     "error_lines",
     "fmt_ms",
     "notes",
     "plural",
+    "progress_line",
+    "retry_line",
     "state_label",
     "status_footer",
     "validation_footer",
@@ -128,6 +135,10 @@ def describe_event(event: Event, order: Sequence[int] | None = None) -> str | No
             return f"{v} [{i}/{n}] {tag or 'OK'} ({fmt_ms(ms)})"
         case StatementPlanned(version=v, index=i, total=n, line=line, preview=text):
             return f"{v} [{i}/{n}] line {line}: {text}"
+        case StatementProgress(version=v, index=i, total=n, elapsed_s=t):
+            return f"{v} [{i}/{n}] {progress_line(event, full=True)} (running {format_duration(t)})"
+        case LockRetry():
+            return retry_line(event, full=True)
         case ServerNotice(version=v, severity=sev, message=msg):
             prefix = f"{v} " if v is not None else ""
             return f"{prefix}{sev}: {msg}"
@@ -148,6 +159,77 @@ def describe_event(event: Event, order: Sequence[int] | None = None) -> str | No
                 return f"{op}: failed after {took}; {verb} {plural(len(done), 'migration')}{listed}"
             return f"{op}: {verb} {plural(len(done), 'migration')}{listed} in {took}"
     return None
+
+
+def bar(percent: float, width: int = 12) -> str:
+    """A text progress bar: ``▕██████░░░░░░▏ 50%``."""
+    filled = round(width * max(0.0, min(percent, 100.0)) / 100)
+    return f"▕{'█' * filled}{'░' * (width - filled)}▏ {percent:.0f}%"
+
+
+def _brief(b: Blocker) -> str:
+    """``pid 4242 app=billing idle in transaction 14m`` (the live line's short form)."""
+    parts = [f"pid {b.pid}"]
+    if b.application_name:
+        parts.append(f"app={b.application_name}")
+    if b.state:
+        parts.append(b.state)
+    if b.xact_age_s is not None:
+        parts.append(_age(b.xact_age_s))
+    return " ".join(parts)
+
+
+def _age(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def blocked_by(blockers: Sequence[Blocker], *, full: bool = False) -> str:
+    """``blocked by pid 4242 app=billing idle in transaction 14m`` (the first blocker;
+    ``full``: each, with user, address and query), or ``""`` when none was seen."""
+    if not blockers:
+        return ""
+    if full:
+        return "blocked by " + "; ".join(b.describe() for b in blockers)
+    more = f" (+{len(blockers) - 1} more)" if len(blockers) > 1 else ""
+    return f"blocked by {_brief(blockers[0])}{more}"
+
+
+def progress_line(event: StatementProgress, *, full: bool = False) -> str:
+    """What a long statement is doing: its phase, a bar and units where a view says so,
+    or its lock wait with the blockers."""
+    if event.waiting_for_lock:
+        who = blocked_by(event.blockers, full=full)
+        return "waiting for a lock" + (f" — {who}" if who else "")
+    parts = [event.phase or "running"]
+    if event.percent is not None:  # on a terminal, the bar first: it must not be cut off
+        if full:
+            parts.append(f"{event.percent:.1f}%")
+        else:
+            parts.insert(0, bar(event.percent))
+    if event.done is not None:
+        parts.append(f"{event.done}/{event.units_total}" if event.units_total else f"{event.done}")
+    return " ".join(parts)
+
+
+def retry_line(event: LockRetry, *, full: bool = False) -> str:
+    """``waiting for lock on public.orders (attempt 3/10) — blocked by pid 4242
+    app=billing idle in transaction 14m``, then when the next attempt starts."""
+    where = f"lock on {event.relation}" if event.relation else "a lock"
+    head = f"{event.version} " if full else ""
+    text = f"{head}waiting for {where} (attempt {event.attempt}/{event.attempts})"
+    who = blocked_by(event.blockers, full=full)
+    if who:
+        text += f" — {who}"
+    if full:
+        text += (
+            f"; not granted within {format_duration(event.lock_timeout_s)}, "
+            f"trying again in {format_duration(event.sleep_s)}"
+        )
+    return text
 
 
 def error_line(err: dict[str, Any]) -> str:
