@@ -11,7 +11,7 @@ Faults, per proxied connection (:class:`Link`) or for all of them (:class:`Fault
   (a partition: no FIN, no RST, nothing); ``FaultProxy.blackhole()`` also swallows
   connections opened afterwards;
 * ``delay(s)``      — hold every chunk ``s`` seconds before forwarding it;
-* ``cut_after_commit()`` — forward the next ``COMMIT``/``END`` query to the server, then
+* ``cut_after_commit()`` — forward the next query that is (or ends with) ``COMMIT``, then
   abort both sockets before any reply reaches the client (an in-doubt commit).
 
 The client-to-server stream is parsed into protocol messages (startup packet, then
@@ -39,7 +39,9 @@ __all__ = ["FaultProxy", "Link"]
 _SSL_REQUEST = 80877103
 _GSSENC_REQUEST = 80877104
 _CANCEL_REQUEST = 80877102
-_COMMIT = re.compile(r"^\s*(COMMIT|END)\b", re.IGNORECASE)
+# A query that is a COMMIT, or a message of several whose last statement is one (a
+# batched migration ends with its COMMIT).
+_COMMIT = re.compile(r"(?:^|;)\s*(?:COMMIT|END)\s*;?\s*$", re.IGNORECASE)
 
 
 @dataclass(eq=False)
@@ -55,6 +57,8 @@ class Link:
     _delay: float = 0.0
     _flowing: asyncio.Event | None = None
     _commit_cut: bool = False
+    _discard: bool = False  # cut: the server's replies are dropped
+    _server_done: asyncio.Event = field(default_factory=asyncio.Event)
     _writers: list[asyncio.StreamWriter] = field(default_factory=list)
 
     # -- controls (any thread) ---------------------------------------------------------
@@ -94,11 +98,15 @@ class Link:
         self.closed = True
 
     def _cut(self) -> None:
-        """RST to the client at once; FIN to the server after what was forwarded (so
-        the server still reads and runs it, and its reply never reaches the client)."""
+        """RST to the client at once; to the server, only a FIN after what was forwarded,
+        while its replies are read and dropped: it reads and runs all of it (a notice it
+        sends on the way does not fail for a closed socket) and its reply never reaches
+        the client."""
+        self._discard = True
         _rst(self._writers[0])
         for writer in self._writers[1:]:
-            writer.close()
+            if writer.can_write_eof():
+                writer.write_eof()
         self.closed = True
 
 
@@ -289,7 +297,9 @@ class FaultProxy:
         self, link: Link, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         while data := await reader.read(65536):
-            await self._forward(link, writer, data)
+            if not link._discard:
+                await self._forward(link, writer, data)
+        link._server_done.set()
         await self._hold_if_blackholed(link)
 
     async def _hold_if_blackholed(self, link: Link) -> None:
@@ -328,9 +338,11 @@ class FaultProxy:
                     link.queries.append(text)
                     self._lock.notify_all()
             await self._forward(link, writer, head + body)
-            if text is not None and link._commit_cut and _COMMIT.match(text):
+            if text is not None and link._commit_cut and _COMMIT.search(text):
                 link._commit_cut = False
                 link._cut()
+                with contextlib.suppress(TimeoutError):  # the server ran it, and closed
+                    await asyncio.wait_for(link._server_done.wait(), 10)
                 return
         await self._hold_if_blackholed(link)
 

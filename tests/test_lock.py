@@ -243,7 +243,9 @@ async def test_lock_lost_stops_the_holder(dsn: str, tmp_path: Path) -> None:
 
 async def test_stale_holder_frozen_with_sigstop_is_reclaimed(dsn: str, tmp_path: Path) -> None:
     write_tree(tmp_path, {
-        "001_a.sql": "CREATE TABLE a (id int);\nSELECT pg_sleep(0.2);\nINSERT INTO a VALUES (1);\n",
+        # statement 2 outlasts the reclaim: the server runs the frozen client's message
+        # on its own, so it must still be inside it when the waiter ends that session
+        "001_a.sql": "CREATE TABLE a (id int);\nSELECT pg_sleep(30);\nINSERT INTO a VALUES (1);\n",
         "002_b.sql": "CREATE TABLE b (id int);\n",
     })  # fmt: skip
     holder = spawn(dsn, tmp_path, "heartbeat_interval=0.5")

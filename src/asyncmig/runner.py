@@ -226,8 +226,10 @@ class Runner:
     async def _live(self) -> AsyncIterator[None]:
         """Deliver markers and notices as events while the body waits on the server."""
 
+        done = False
+
         async def pump() -> None:
-            while True:
+            while not done:
                 await self._arrived.wait()
                 self._arrived = anyio.Event()
                 await self._drain()
@@ -239,7 +241,10 @@ class Runner:
                 yield
             except BaseException as exc:  # re-raised below, outside the task group
                 error = exc
-            tg.cancel_scope.cancel()
+            # The pump finishes what arrived (never cut off between taking a message
+            # and emitting it), then stops.
+            done = True
+            self._arrived.set()
         if error is not None:
             raise error
         await self._drain()
@@ -541,6 +546,7 @@ class Runner:
                 version=f.version, index=failure.index, attempt=failure.attempt,
                 attempts=self.retry.attempts, lock_timeout_s=max(t or 0.0 for t in timeouts),
                 sleep_s=round(pause, 3), blockers=tuple(getattr(self.progress, "blockers", ())),
+                relation=self.progress.lock_relation,
             )
         )  # fmt: skip
 
@@ -563,13 +569,30 @@ class Runner:
                         f = files[segment.copy.file]
                         await self._copy(f.sql.statements[segment.copy.index - 1])
         except BaseException as exc:
-            if isinstance(exc, asyncpg.PostgresError):
-                failure.commit_sent = False  # the server answered: nothing committed
+            # The server answered with an error: nothing committed. Otherwise the COMMIT
+            # may have run only if the server got past the last file's statements, which
+            # its final marker says (markers go out before what they precede runs).
+            failure.commit_sent = (
+                failure.commit_sent
+                and not isinstance(exc, asyncpg.PostgresError)
+                and self._passed_last_file(files, tracker)
+            )
             self._place(exc, segment, tracker, files, failure)
             raise
         finally:
             self._tracker = None
         return tracker.durations
+
+    def _passed_last_file(self, files: Sequence[_File], tracker: Tracker) -> bool:
+        last = files[-1]
+        if tracker.durations.get(len(files) - 1) is not None:
+            return True
+        end = (last.version, len(last.sql.statements) + 1)
+        for msg in self._inbox:  # arrived, not yet turned into events
+            mark = parse_mark(getattr(msg, "message", ""))
+            if getattr(msg, "sqlstate", None) == MARK_SQLSTATE and mark and mark[:2] == end:
+                return True
+        return False
 
     def _place(
         self,
