@@ -5,9 +5,9 @@ heartbeat connection: the ``pg_stat_progress_*`` views and, while it waits for a
 the sessions that block it. Each reading is a ``StatementProgress`` event, in the
 library stream and in ``--json`` output. A statement that ends sooner costs nothing.
 
-The long index build is made long by its expression, which sleeps 1 ms a row (3,000
-rows: at least 3 s on any machine), so it needs neither a big table on the disk nor the
-CPUs the other tests share.
+The long index build is made long by its expression, which sleeps 5 ms a row (600 rows,
+spread over about 30 blocks: at least 3 s on any machine), so it needs neither a big
+table on the disk nor the CPUs the other tests share.
 """
 
 from __future__ import annotations
@@ -41,10 +41,10 @@ from .migtree import migrator, write_tree
 
 SLOW_TABLE = {
     "001_slow_table.sql": """
-        CREATE UNLOGGED TABLE t (id int NOT NULL);
-        INSERT INTO t SELECT generate_series(1, 3000);
+        CREATE UNLOGGED TABLE t (id int NOT NULL) WITH (fillfactor = 10);
+        INSERT INTO t SELECT generate_series(1, 600);
         CREATE FUNCTION slow_key(i int) RETURNS int IMMUTABLE LANGUAGE plpgsql
-            AS $$ BEGIN PERFORM pg_sleep(0.001); RETURN i; END $$;
+            AS $$ BEGIN PERFORM pg_sleep(0.005); RETURN i; END $$;
     """,
     "002_slow_index.sql": """
         -- asyncmig: no-transaction
@@ -158,6 +158,43 @@ async def test_a_statement_waiting_for_a_lock_names_the_session_that_holds_it(
     assert held_by.state == "idle in transaction"
     assert held_by.xact_age_s is not None and held_by.xact_age_s >= 0
     assert held_by.query is not None and held_by.query.startswith("LOCK TABLE t")
+
+
+@pytest.mark.anyio
+async def test_a_lock_retry_names_the_relation_and_the_blocker_sampled_while_it_waited(
+    dsn: str, tmp_path: Path
+) -> None:
+    """With a 500 ms DDL lock timeout, the ALTER TABLE blocked by a session holding
+    ACCESS SHARE on t is sampled before its timeout: its LockRetry names the relation
+    (public.t) and the blocking session's pid and application_name; once that session
+    ends its transaction, the retry succeeds."""
+    write_tree(tmp_path, {"001_t.sql": "CREATE TABLE t (id int);\n"})
+    await migrator(dsn, tmp_path).migrate()
+    write_tree(tmp_path, {"002_add_c.sql": "ALTER TABLE t ADD COLUMN c int;\n"})
+
+    blocker = await asyncpg.connect(dsn, server_settings={"application_name": "billing"})
+    try:
+        tx = blocker.transaction()
+        await tx.start()
+        await blocker.execute("LOCK TABLE t IN ACCESS SHARE MODE")
+        retries: list[LockRetry] = []
+        with anyio.fail_after(60):
+            m = migrator(dsn, tmp_path, ddl_lock_timeout=0.5)
+            async with m.stream("migrate") as stream:
+                async for event in stream:
+                    if isinstance(event, LockRetry):
+                        retries.append(event)
+                        if tx is not None:
+                            await tx.rollback()
+                            tx = None
+        assert stream.result.versions == (2,)
+    finally:
+        await blocker.close()
+    first = retries[0]
+    assert (first.version, first.attempt, first.relation) == (2, 1, "public.t")
+    assert [(b.pid, b.application_name) for b in first.blockers] == [
+        (blocker.get_server_pid(), "billing")
+    ]
 
 
 def _heartbeat_queries(proxy: FaultProxy) -> list[str]:
