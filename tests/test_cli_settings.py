@@ -259,3 +259,34 @@ def test_protected_with_yes_goes_on_to_connect(
     (tmp_path / "rollback").mkdir()
     # Port 9 (discard) has no PostgreSQL: getting to "unreachable" proves the guard passed.
     assert run(["--env", "production", "rollback", "--yes", "--json"]) == 5
+
+
+def test_busy_database_settings_from_flags_environment_and_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The DDL lock timeout and its retry schedule, and batching, come from the file,
+    the environment and flags like every setting; the DDL lock timeout is its own
+    setting, never the migration lock's wait."""
+    default = settings_for(["migrate"]).config
+    assert (default.ddl_lock_timeout, default.lock_retries, default.batch) == (2.0, 10, True)
+    assert default.lock_timeout == 300  # the wait for the migration lock is untouched
+    write(
+        tmp_path / "asyncmig.toml",
+        'ddl_lock_timeout = "750ms"\nlock_retries = 4\nlock_retry_deadline = "2min"\n'
+        "lock_retry_wait_last = true\nbatch = false\n",
+    )
+    from_file = settings_for(["migrate"]).config
+    assert (from_file.ddl_lock_timeout, from_file.lock_retries) == (0.75, 4)
+    assert (from_file.lock_retry_deadline, from_file.lock_retry_wait_last) == (120.0, True)
+    assert from_file.batch is False
+    monkeypatch.setenv("ASYNCMIG_DDL_LOCK_TIMEOUT", "0")
+    monkeypatch.setenv("ASYNCMIG_LOCK_RETRIES", "6")
+    from_env = settings_for(["migrate"]).config
+    assert (from_env.ddl_lock_timeout, from_env.lock_retries) == (0.0, 6)
+    flags = settings_for(
+        ["--ddl-lock-timeout", "3s", "--lock-retry-sleep", "250ms", "--batch", "migrate"]
+    ).config
+    assert (flags.ddl_lock_timeout, flags.lock_retry_sleep, flags.batch) == (3.0, 0.25, True)
+    assert flags.lock_timeout == 300
+    with pytest.raises(ConfigError, match="--lock-retries: expected a whole number"):
+        settings_for(["--lock-retries", "0", "migrate"])

@@ -15,7 +15,7 @@ from cyclopts import Parameter
 
 from asyncmig.cli._helptext import TEXT
 from asyncmig.cli.app import app, render_help
-from asyncmig.cli.launch import GLOBAL_BOOLS, GLOBAL_VALUES, parse_simple
+from asyncmig.cli.launch import GLOBAL_BOOLS, GLOBAL_TRISTATE, GLOBAL_VALUES, parse_simple
 from asyncmig.cli.options import GlobalOptions
 
 from .cli_helpers import SIMPLE, SIMPLE_ROLLBACK, clean_environment, tree
@@ -44,6 +44,7 @@ def test_global_option_tables_match_global_options() -> None:
         declared[f.name] = (names, (env,) if isinstance(env, str) else tuple(env or ()))
     mine = {name: ((flag,), env) for name, (flag, env) in GLOBAL_VALUES.items()}
     mine |= {name: (flags, (env,)) for name, (flags, env) in GLOBAL_BOOLS.items()}
+    mine |= {name: ((flag,), (env,)) for name, (flag, env) in GLOBAL_TRISTATE.items()}
     assert mine == declared
 
 
@@ -97,6 +98,8 @@ STEPS_ASIDE: list[tuple[list[str], dict[str, str]]] = [
     (["migrate"], {"ASYNCMIG_VERBOSE": "maybe"}),
     (["migrate"], {"DATABASE_URL": ""}),
     (["migrate"], {"ASYNCMIG_SCHEMA": "null"}),
+    (["--no-batch", "migrate"], {}),
+    (["migrate"], {"ASYNCMIG_BATCH": "0"}),
 ]
 
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from . import session
 from .history import History
 from .loader import SqlFile
+from .splitter import Statement
 
 __all__ = ["Segment", "Span", "Tracker", "build"]
 
@@ -98,7 +99,7 @@ def build(
                 continue
             spans.append(Span(size, j, k))
             add(st.text if st.text.endswith(";") else st.text + ";")
-            if size >= limit or _changes_lexing(st.text):
+            if size >= limit or _changes_lexing(st):
                 cut()
         add(history.mark_sql(version, len(statements) + 1, first=not statements) + ";")
     add(session.OWN_IDENTITY + ";")
@@ -110,8 +111,14 @@ def build(
     return segments
 
 
-def _changes_lexing(text: str) -> bool:
-    lowered = text.lower()
+_SETTERS = frozenset({"SET", "RESET", "SELECT", "DO", "CALL"})
+
+
+def _changes_lexing(st: Statement) -> bool:
+    """A statement that may change how the server lexes what follows it."""
+    if st.keyword.partition(" ")[0] not in _SETTERS:
+        return False
+    lowered = st.text.lower()
     return "standard_conforming_strings" in lowered or "backslash_quote" in lowered
 
 

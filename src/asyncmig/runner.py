@@ -469,7 +469,7 @@ class Runner:
         lock is not granted in time (:mod:`asyncmig.retries`). Failure: rolled back,
         recorded, typed error raised."""
         t0 = time.perf_counter()
-        batched = self.batch and not any(_SWITCHES_ROLE.search(f.sql.text) for f in files)
+        batched = self.batch and not any(_switches_role(f.sql) for f in files)
         until = self._deadline_at()
         attempt, pause = 1, 0.0
         while True:
@@ -939,6 +939,18 @@ def _after_loss(transactional: bool, down: bool, failure: _Failure) -> str:
             if down
             else "`asyncmig migrate --resume` continues after the last committed one."
         )
+    )
+
+
+# Statements that can switch roles: SET/RESET, and code that may run set_config or
+# EXECUTE (an INSERT's megabytes of values are never searched).
+_MAY_SWITCH = frozenset({"SET", "RESET", "DO", "SELECT", "CALL", "EXECUTE"})
+
+
+def _switches_role(sql: SqlFile) -> bool:
+    return any(
+        st.keyword.partition(" ")[0] in _MAY_SWITCH and _SWITCHES_ROLE.search(st.text)
+        for st in sql.statements
     )
 
 

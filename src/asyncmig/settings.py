@@ -57,9 +57,16 @@ DURATION_KEYS = (
     "migration_timeout",
     "connect_timeout",
     "wait_for_db",
+    "ddl_lock_timeout",
+    "lock_retry_sleep",
+    "lock_retry_deadline",
 )
 _STRING_KEYS = ("database_url", "schema", "application_name")
-_FILE_KEYS = frozenset((*PATH_KEYS, *DURATION_KEYS, *_STRING_KEYS, "protected"))
+_INT_KEYS = ("lock_retries",)
+_BOOL_KEYS = ("batch", "lock_retry_wait_last")
+_FILE_KEYS = frozenset(
+    (*PATH_KEYS, *DURATION_KEYS, *_STRING_KEYS, *_INT_KEYS, *_BOOL_KEYS, "protected")
+)
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -233,6 +240,8 @@ def _file_value(key: str, raw: Any, path: Path | None, environ: Mapping[str, str
         return parse_cli_duration(raw, where)
     if key == "protected":
         return raw
+    if key in _INT_KEYS or key in _BOOL_KEYS:
+        return _typed(key, raw, where)
     if not isinstance(raw, str):
         raise ConfigError(f"{where} must be a string")
     if key == "database_url":
@@ -246,7 +255,29 @@ def _file_value(key: str, raw: Any, path: Path | None, environ: Mapping[str, str
 def _cli_value(name: str, raw: Any) -> Any:
     if name in DURATION_KEYS:
         return parse_cli_duration(raw, "--" + name.replace("_", "-"))
+    if name in _INT_KEYS or name in _BOOL_KEYS:
+        return _typed(name, raw, "--" + name.replace("_", "-"))
     return raw
+
+
+def _typed(key: str, raw: Any, where: str) -> int | bool:
+    """A count (at least 1) or a yes/no, from a file's value or a flag's string."""
+    if key in _BOOL_KEYS:
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{where}: expected true or false, got {raw!r}")
+    try:
+        value = int(raw) if not isinstance(raw, bool) else None
+    except (TypeError, ValueError):
+        value = None
+    if value is None or value < 1:
+        raise ConfigError(f"{where}: expected a whole number, 1 or more, got {raw!r}")
+    return value
 
 
 def parse_cli_duration(raw: Any, where: str) -> float:

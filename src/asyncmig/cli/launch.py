@@ -31,7 +31,15 @@ if TYPE_CHECKING:
     from ..settings import Settings
     from .invoke import Context
 
-__all__ = ["GLOBAL_BOOLS", "GLOBAL_VALUES", "fast_run", "launch", "parse_simple", "resolve_options"]
+__all__ = [
+    "GLOBAL_BOOLS",
+    "GLOBAL_TRISTATE",
+    "GLOBAL_VALUES",
+    "fast_run",
+    "launch",
+    "parse_simple",
+    "resolve_options",
+]
 
 # Global options taking a value: field name -> (flag, environment variables, first wins).
 GLOBAL_VALUES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -46,11 +54,21 @@ GLOBAL_VALUES: dict[str, tuple[str, tuple[str, ...]]] = {
     "stale_after": ("--stale-after", ("ASYNCMIG_STALE_AFTER",)),
     "migration_timeout": ("--migration-timeout", ("ASYNCMIG_MIGRATION_TIMEOUT",)),
     "wait_for_db": ("--wait-for-db", ("ASYNCMIG_WAIT_FOR_DB",)),
+    "ddl_lock_timeout": ("--ddl-lock-timeout", ("ASYNCMIG_DDL_LOCK_TIMEOUT",)),
+    "lock_retries": ("--lock-retries", ("ASYNCMIG_LOCK_RETRIES",)),
+    "lock_retry_sleep": ("--lock-retry-sleep", ("ASYNCMIG_LOCK_RETRY_SLEEP",)),
+    "lock_retry_deadline": ("--lock-retry-deadline", ("ASYNCMIG_LOCK_RETRY_DEADLINE",)),
 }
 # Global flags: field name -> (flags, environment variable).
 GLOBAL_BOOLS: dict[str, tuple[tuple[str, ...], str]] = {
     "json": (("--json",), "ASYNCMIG_JSON"),
     "verbose": (("--verbose", "-v"), "ASYNCMIG_VERBOSE"),
+}
+# Tri-state global flags (None: not given; --name / --no-name): whenever one is given,
+# by flag or environment, the command line goes to cyclopts.
+GLOBAL_TRISTATE: dict[str, tuple[str, str]] = {
+    "lock_retry_wait_last": ("--lock-retry-wait-last", "ASYNCMIG_LOCK_RETRY_WAIT_LAST"),
+    "batch": ("--batch", "ASYNCMIG_BATCH"),
 }
 _TRUE = frozenset({"yes", "y", "1", "true", "t"})
 _FALSE = frozenset({"no", "n", "0", "false", "f"})
@@ -66,7 +84,9 @@ def resolve_options(values: Mapping[str, Any]) -> Settings:
         "dsn": values.get("database_url"),
         **{k: values.get(k) for k in ("sql_dir", "rollback_dir", "seeds_dir", "schema",
                                       "lock_timeout", "stale_after", "migration_timeout",
-                                      "wait_for_db")},
+                                      "wait_for_db", "ddl_lock_timeout", "lock_retries",
+                                      "lock_retry_sleep", "lock_retry_deadline", "batch",
+                                      "lock_retry_wait_last")},
     }  # fmt: skip
     return resolve(overrides, environment=values.get("env"), config_file=values.get("config"))
 
@@ -135,6 +155,10 @@ def parse_simple(
         return None
     if command is None:
         return None
+    for name, (_, var) in GLOBAL_TRISTATE.items():
+        if var in environ:
+            return None
+        values[name] = None
     for name, (_, variables) in GLOBAL_VALUES.items():
         if name in values:
             continue

@@ -59,7 +59,31 @@ class GlobalOptions:
     ended [default: 30s]."""
 
     migration_timeout: Annotated[str | None, _env("MIGRATION_TIMEOUT")] = None
-    """Deadline of each migration; 0 = none [default: 5min]."""
+    """Deadline of each migration; 0 = none [default: none]."""
+
+    ddl_lock_timeout: Annotated[str | None, _env("DDL_LOCK_TIMEOUT")] = None
+    """How long a migration's statement may wait for a table lock before the migration
+    rolls back and is retried (not the migration lock: see --lock-timeout); 0 = no
+    limit, no retries [default: 2s]."""
+
+    lock_retries: Annotated[str | None, _env("LOCK_RETRIES")] = None
+    """Attempts of a migration whose lock was not granted in time [default: 10]."""
+
+    lock_retry_sleep: Annotated[str | None, _env("LOCK_RETRY_SLEEP")] = None
+    """Sleep before the second attempt; doubles each time, at most 30s, with jitter
+    [default: 1s]."""
+
+    lock_retry_deadline: Annotated[str | None, _env("LOCK_RETRY_DEADLINE")] = None
+    """At most this long retrying one migration [default: 10min]."""
+
+    lock_retry_wait_last: Annotated[
+        bool | None, Parameter(env_var="ASYNCMIG_LOCK_RETRY_WAIT_LAST", group=GLOBAL)
+    ] = None
+    """Let the last attempt wait for its lock without a limit (a maintenance window)."""
+
+    batch: Annotated[bool | None, Parameter(env_var="ASYNCMIG_BATCH", group=GLOBAL)] = None
+    """Send each transactional migration as one message (--no-batch: a round trip per
+    statement, with exact row counts in statement events) [default: batch]."""
 
     wait_for_db: Annotated[str | None, _env("WAIT_FOR_DB")] = None
     """Keep retrying to connect for this long (database still starting) [default: 0]."""
