@@ -190,6 +190,7 @@ class Progress:
     lock_relation: str | None = None  # the relation the last sample saw it wait for
     running: RunningStatement | None = None
     woken: anyio.Event = field(default_factory=anyio.Event)  # the heartbeat re-plans
+    wakes_at: float = math.inf  # when the heartbeat wakes by itself (monotonic)
 
     def moved_to(self, version: int | None) -> None:
         """A new migration started: publish it without waiting for the next beat."""
@@ -203,10 +204,12 @@ class Progress:
         """Statement ``index`` of ``total`` of ``version`` starts now (its clock for
         :attr:`sample_after`); the previous statement's blockers are forgotten."""
         self.statement = preview
-        self.running = RunningStatement(version, index, total, preview, time.monotonic())
+        started = time.monotonic()
+        self.running = RunningStatement(version, index, total, preview, started)
         self.blockers = ()
         self.lock_relation = None
-        self.woken.set()
+        if started + self.sample_after < self.wakes_at:
+            self.woken.set()  # else it wakes in time anyway: no task switch per statement
 
     def statement_done(self) -> None:
         """The running statement ended: nothing more is sampled for it."""
@@ -721,7 +724,8 @@ async def _next_due(
         if now >= beat_at or now >= sample_at:
             return now >= beat_at, now >= sample_at
         woken = progress.woken
-        with anyio.move_on_after(min(beat_at, sample_at) - now):
+        progress.wakes_at = min(beat_at, sample_at)
+        with anyio.move_on_after(progress.wakes_at - now):
             await woken.wait()
 
 
