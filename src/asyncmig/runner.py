@@ -32,9 +32,8 @@ import contextlib
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 import anyio
 import asyncpg
@@ -44,12 +43,7 @@ from .batch import Segment, Tracker, build, parse_mark
 from .connection import Conn
 from .errors import (
     AsyncmigError,
-    CommitUncertainError,
     LockLostError,
-    LockNotGrantedError,
-    MigrationError,
-    MigrationTimeoutError,
-    RollbackFailedError,
 )
 from .events import (
     Emitter,
@@ -63,8 +57,9 @@ from .events import (
     StatementStarted,
     preview,
 )
-from .history import MARK_SQLSTATE, History, Staged
-from .loader import Migration, SqlFile
+from .failures import Circumstances, Failure, File, describe, typed_error
+from .history import MARK_SQLSTATE, History
+from .loader import SqlFile
 from .lock import Progress
 from .models import MigrateStep, RollbackStep
 from .reports import AppliedMigration
@@ -77,7 +72,6 @@ _CLEANUP_TIMEOUT = 5.0
 _SETTLE_TIMEOUT = 15.0
 _COPY_CHUNK = 1 << 20
 
-Direction = Literal["up", "down"]
 FreshConnection = Callable[[], contextlib.AbstractAsyncContextManager[Conn]]
 
 # A file that switches roles runs statement by statement: a marker called after the
@@ -87,61 +81,6 @@ _SWITCHES_ROLE = re.compile(
     r"|set_config\s*\(\s*'role'",
     re.I,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class _File:
-    """One file to run: a migration's forward file, or a rollback file."""
-
-    version: int
-    name: str
-    filename: str
-    sql: SqlFile
-    direction: Direction = "up"
-    rollback: SqlFile | None = None  # forward files: stored with the history row
-
-    @classmethod
-    def up(cls, mig: Migration) -> _File:
-        return cls(mig.version, mig.name, mig.filename, mig.forward, "up", mig.rollback)
-
-    @classmethod
-    def down(cls, step: RollbackStep) -> _File:
-        return cls(step.version, step.name, step.filename, step.sql, "down")
-
-    @property
-    def transactional(self) -> bool:
-        return self.sql.directives.transactional
-
-    def staged(self) -> Staged:
-        rb = self.rollback
-        return Staged(
-            self.version, self.direction, self.filename, self.sql.checksum,
-            rb.text if rb else None, rb.checksum if rb else None,
-            len(self.sql.statements), self.transactional,
-        )  # fmt: skip
-
-    def applied(self, duration_ms: float) -> AppliedMigration:
-        return AppliedMigration(
-            self.version, self.name, self.filename, duration_ms, len(self.sql.statements),
-            self.direction,
-        )  # fmt: skip
-
-
-@dataclass(slots=True)
-class _Failure:
-    """Where a run stands, for the failure path."""
-
-    file: _File | None = None  # the file running
-    index: int | None = None  # 1-based statement that was running
-    statement: Statement | None = None
-    prefix: int = 0  # characters sent before the statement's text in its message
-    done: int = 0  # statements committed (no-transaction files)
-    commit_sent: bool = False
-    attempt: int = 1  # of the lock retries
-
-    def at(self, f: _File, index: int | None, prefix: int = 0) -> None:
-        self.file, self.index, self.prefix = f, index, prefix
-        self.statement = f.sql.statements[index - 1] if index else None
 
 
 class Runner:
@@ -180,7 +119,7 @@ class Runner:
         self._inbox: list[asyncpg.PostgresLogMessage] = []
         self._arrived = anyio.Event()
         self._tracker: Tracker | None = None
-        self._unit_files: Sequence[_File] = ()
+        self._unit_files: Sequence[File] = ()
         self._current_version: int | None = None
         self._prefix = ""  # session and transaction control sent with the next statement
 
@@ -268,7 +207,7 @@ class Runner:
 
     # -- statements, one round trip each ----------------------------------------------
 
-    async def _send(self, st: Statement, failure: _Failure) -> str:
+    async def _send(self, st: Statement, failure: Failure) -> str:
         prefix, self._prefix = self._prefix, ""
         failure.prefix = 0
         if st.copy_from_stdin or st.no_transaction:
@@ -302,7 +241,7 @@ class Runner:
         return str(await copy_in(st.text, chunks(), None))
 
     async def _run_statements(
-        self, f: _File, start: int, failure: _Failure, *, autocommit: bool = False
+        self, f: File, start: int, failure: Failure, *, autocommit: bool = False
     ) -> None:
         """The file's statements from ``start``, one round trip each. ``autocommit``:
         each one commits with its resume point before it is reported finished."""
@@ -325,7 +264,7 @@ class Runner:
             await self._statement_finished(f, index + 1, status, _ms(t0))
         failure.at(f, None)
 
-    async def _send_retrying(self, f: _File, st: Statement, failure: _Failure) -> str:
+    async def _send_retrying(self, f: File, st: Statement, failure: Failure) -> str:
         """A statement of a no-transaction file that may run in a transaction block: in
         one of its own (its resume point commits with it, see the module docstring),
         with the DDL lock timeout, tried again while its lock is not granted in time.
@@ -347,7 +286,7 @@ class Runner:
                 await anyio.sleep(pause)
                 failure.attempt += 1
 
-    async def _statement_started(self, f: _File, index: int) -> None:
+    async def _statement_started(self, f: File, index: int) -> None:
         st = f.sql.statements[index - 1]
         text_preview = preview(st.text)
         self.progress.statement_started(f.version, index, len(f.sql.statements), text_preview)
@@ -359,7 +298,7 @@ class Runner:
                 )
             )  # fmt: skip
 
-    async def _statement_finished(self, f: _File, index: int, status: str, ms: float) -> None:
+    async def _statement_finished(self, f: File, index: int, status: str, ms: float) -> None:
         self.progress.statement_done()
         if self.emit.active:
             await self.emit(
@@ -381,7 +320,7 @@ class Runner:
             return anyio.CancelScope()
         return anyio.fail_after(max(0.0, until - anyio.current_time()))
 
-    async def _started(self, f: _File) -> None:
+    async def _started(self, f: File) -> None:
         """A file begins: publish it, emit it."""
         self._current_version = f.version
         self.progress.moved_to(f.version)
@@ -405,14 +344,14 @@ class Runner:
 
     # -- the plan -----------------------------------------------------------------------
 
-    async def _stage(self, files: Sequence[_File]) -> None:
+    async def _stage(self, files: Sequence[File]) -> None:
         """What each file's history row will say, in place before anything runs."""
         self._backend_start = await self.history.stage(self.conn, [f.staged() for f in files])
 
     async def migrate(self, steps: Sequence[MigrateStep], *, atomic: bool = False) -> None:
         """Apply ``steps``: each in its own transaction (no-transaction files without
         one), or (``atomic``) all in one."""
-        files = [_File.up(s.migration) for s in steps]
+        files = [File.up(s.migration) for s in steps]
         if not files:
             return
         await self._stage(files)
@@ -428,11 +367,11 @@ class Runner:
     async def rollback(self, steps: Sequence[RollbackStep]) -> None:
         """Undo ``steps`` (newest first): consecutive transactional rollbacks run as one
         transaction; a no-transaction rollback file runs alone, between the groups."""
-        files = [_File.down(s) for s in steps]
+        files = [File.down(s) for s in steps]
         if not files:
             return
         await self._stage(files)
-        group: list[_File] = []
+        group: list[File] = []
         for f in files:
             if f.transactional:
                 group.append(f)
@@ -448,8 +387,8 @@ class Runner:
         """Run a seed file in the transaction its caller began (:mod:`asyncmig.seeds`):
         from a clean session, its directives as ``SET LOCAL``, COPY data, notices; no
         history. A failure raises the typed error naming the file, line and column."""
-        f = _File(0, sql.path.stem, sql.path.name, sql)
-        failure = _Failure(file=f)
+        f = File(0, sql.path.stem, sql.path.name, sql)
+        failure = Failure(file=f)
         d = sql.directives
         self._prefix = session.RESET + session.timeouts(
             d.lock_timeout, d.statement_timeout, local=True
@@ -458,13 +397,13 @@ class Runner:
             await self._run_statements(f, 0, failure)
             await self._flush_prefix()
         except Exception as exc:
-            error = self._typed_error(exc, failure)
+            error = typed_error(exc, failure, self._circumstances())
             assert error is not None  # None only for a cancellation, not an Exception
             raise error from exc
 
     # -- the transactional unit -------------------------------------------------------
 
-    async def _unit(self, files: Sequence[_File]) -> None:
+    async def _unit(self, files: Sequence[File]) -> None:
         """``files`` in one transaction with their history rows, tried again while a
         lock is not granted in time (:mod:`asyncmig.retries`). Failure: rolled back,
         recorded, typed error raised."""
@@ -473,7 +412,7 @@ class Runner:
         until = self._deadline_at()
         attempt, pause = 1, 0.0
         while True:
-            failure = _Failure(file=files[0], attempt=attempt)
+            failure = Failure(file=files[0], attempt=attempt)
             timeouts = [self.retry.timeout(attempt, f.sql.directives.lock_timeout) for f in files]
             self.progress.sample_after = _sample_after(timeouts)
             try:
@@ -510,7 +449,7 @@ class Runner:
         await self._finished(results)
 
     def _retryable(
-        self, exc: BaseException, failure: _Failure, t0: float, files: Sequence[_File]
+        self, exc: BaseException, failure: Failure, t0: float, files: Sequence[File]
     ) -> bool:
         """A lock not granted in time, attempts and time left, nothing committed."""
         if not (isinstance(exc, asyncpg.PostgresError) and exc.sqlstate == LOCK_NOT_AVAILABLE):
@@ -525,7 +464,7 @@ class Runner:
         )
 
     async def _lock_retry(
-        self, failure: _Failure, timeouts: Sequence[float | None], pause: float
+        self, failure: Failure, timeouts: Sequence[float | None], pause: float
     ) -> None:
         """Roll the attempt back (quietly: it is not a failure yet) and say so."""
         seen = len(self._inbox)
@@ -551,7 +490,7 @@ class Runner:
         )  # fmt: skip
 
     async def _unit_batched(
-        self, files: Sequence[_File], failure: _Failure, timeouts: Sequence[float | None]
+        self, files: Sequence[File], failure: Failure, timeouts: Sequence[float | None]
     ) -> dict[int, float]:
         """Send the unit's messages; each file's server-side duration, by position."""
         segments = build([f.version for f in files], [f.sql for f in files], self.history, timeouts)
@@ -583,7 +522,7 @@ class Runner:
             self._tracker = None
         return tracker.durations
 
-    def _passed_last_file(self, files: Sequence[_File], tracker: Tracker) -> bool:
+    def _passed_last_file(self, files: Sequence[File], tracker: Tracker) -> bool:
         last = files[-1]
         if tracker.durations.get(len(files) - 1) is not None:
             return True
@@ -599,8 +538,8 @@ class Runner:
         exc: BaseException,
         segment: Segment,
         tracker: Tracker,
-        files: Sequence[_File],
-        failure: _Failure,
+        files: Sequence[File],
+        failure: Failure,
     ) -> None:
         """Which statement failed: by the server's error position when it gives one
         (a syntax error is found before anything in the message runs), else by the
@@ -613,7 +552,7 @@ class Runner:
             failure.at(files[tracker.file], tracker.index or None)
 
     async def _unit_per_statement(
-        self, files: Sequence[_File], failure: _Failure, timeouts: Sequence[float | None]
+        self, files: Sequence[File], failure: Failure, timeouts: Sequence[float | None]
     ) -> list[AppliedMigration]:
         results: list[AppliedMigration] = []
         self._prefix = session.RESET + session.BEGIN
@@ -642,13 +581,13 @@ class Runner:
             await self.emit(
                 Message(
                     level="warning",
-                    text=f"the COMMIT of {what} was interrupted ({_describe(exc)}), but the "
+                    text=f"the COMMIT of {what} was interrupted ({describe(exc)}), but the "
                     f"server had already committed it: {what} is {verb}",
                 )
             )
             await self._finished(results)
 
-    async def _settle(self, files: Sequence[_File]) -> str | None:
+    async def _settle(self, files: Sequence[File]) -> str | None:
         """The fate of the unit whose COMMIT was sent: ``"committed"``, ``"aborted"``,
         or None when it cannot be known now. Its history rows tell, once this session
         no longer runs it (nobody else writes them: this run holds the lock)."""
@@ -667,7 +606,7 @@ class Runner:
                 del self._inbox[seen:]  # "no transaction in progress" is not the user's
         return None  # (the shielded scope cannot swallow what it does not catch)
 
-    async def _settle_elsewhere(self, files: Sequence[_File]) -> str | None:
+    async def _settle_elsewhere(self, files: Sequence[File]) -> str | None:
         if self._fresh is None or self._backend_start is None:
             return None
         try:
@@ -687,16 +626,16 @@ class Runner:
                 OSError):  # fmt: skip
             return None
 
-    async def _fate(self, conn: Conn, files: Sequence[_File]) -> str:
+    async def _fate(self, conn: Conn, files: Sequence[File]) -> str:
         statuses = await self.history.statuses(conn, [f.version for f in files])
         want = "rolled_back" if files[0].direction == "down" else "completed"
         return "committed" if all(statuses.get(f.version) == want for f in files) else "aborted"
 
     # -- no-transaction files ---------------------------------------------------------
 
-    async def _apply_autocommit(self, f: _File, resume_from: int) -> None:
+    async def _apply_autocommit(self, f: File, resume_from: int) -> None:
         sql = f.sql
-        failure = _Failure(file=f, done=resume_from)
+        failure = Failure(file=f, done=resume_from)
         t0 = time.perf_counter()
         await self._started(f)
         try:
@@ -736,8 +675,8 @@ class Runner:
             self.progress.version = self.progress.statement = None
         await self._finished([f.applied(_ms(t0))])
 
-    async def _rollback_autocommit(self, f: _File) -> None:
-        failure = _Failure(file=f)
+    async def _rollback_autocommit(self, f: File) -> None:
+        failure = Failure(file=f)
         t0 = time.perf_counter()
         await self._started(f)
         try:
@@ -760,14 +699,23 @@ class Runner:
 
     # -- failure ----------------------------------------------------------------------
 
+    def _circumstances(self) -> Circumstances:
+        return Circumstances(
+            applied=[d.version for d in self.done],
+            lost_reason=(self.progress.lost_reason or "") if self.progress.lost else None,
+            closed=self.conn.is_closed(),
+            migration_timeout=self.migration_timeout,
+            blockers=self.progress.blockers,
+        )
+
     async def _fail(
-        self, failure: _Failure, exc: BaseException, t0: float, *, uncertain: bool = False
+        self, failure: Failure, exc: BaseException, t0: float, *, uncertain: bool = False
     ) -> None:
         """Roll back, record the failure (own transaction, shielded), emit it, raise the
         typed error. A cancellation is recorded and emitted too, then left to propagate."""
         f = failure.file
         assert f is not None
-        error = self._typed_error(exc, failure, uncertain=uncertain)
+        error = typed_error(exc, failure, self._circumstances(), uncertain=uncertain)
         duration = _ms(t0)
         with anyio.CancelScope(shield=True):
             if self._inbox:  # what the failing statement said before it failed
@@ -787,7 +735,7 @@ class Runner:
             raise error from exc
 
     async def _rollback_and_record(
-        self, failure: _Failure, error: AsyncmigError | None, duration: float
+        self, failure: Failure, error: AsyncmigError | None, duration: float
     ) -> None:
         f = failure.file
         if f is None or self.conn.is_closed():
@@ -817,130 +765,6 @@ class Runner:
         if scope.cancelled_caught:
             self.conn.terminate()
 
-    def _typed_error(
-        self, exc: BaseException, failure: _Failure, *, uncertain: bool = False
-    ) -> AsyncmigError | None:
-        """The asyncmig error for ``exc``; None for a cancellation (to be re-raised).
-        Every message is true for the file's mode (transaction or not, up or down)."""
-        if isinstance(exc, anyio.get_cancelled_exc_class()) and not uncertain:
-            return None
-        f = failure.file
-        assert f is not None
-        version, path, transactional = f.version, f.sql.path, f.transactional
-        down = f.direction == "down"
-        applied = [d.version for d in self.done]
-        if uncertain:
-            return CommitUncertainError(
-                f"the COMMIT of version {version} was sent, but the connection failed "
-                f"before the server answered and the server could not be asked since "
-                f"({_describe(exc)}). Nothing was recorded as failed. Once the database "
-                f"is reachable, `asyncmig status` shows whether it committed; `migrate` "
-                f"applies it again only if it did not.",
-                version=version, path=path, applied=applied,
-            )  # fmt: skip
-        if self.progress.lost or self.conn.is_closed() or isinstance(exc, _CONNECTION_LOST):
-            reason = self.progress.lost_reason or f"the connection was lost ({_describe(exc)})"
-            what = "rolling back" if down else "running"
-            return LockLostError(
-                f"lost the migration lock while {what} version {version}: {reason}. "
-                + _after_loss(transactional, down, failure)
-            )
-        st = failure.statement
-        where = ""
-        line = column = None
-        if st is not None:
-            line, column = st.line, st.column
-            pos = getattr(exc, "position", None)
-            if pos:
-                with contextlib.suppress(ValueError, IndexError):
-                    line, column = st.position(int(pos) - failure.prefix)
-            where = f" (statement {failure.index}, {st.keyword or 'SQL'})"
-        if isinstance(exc, TimeoutError):
-            return MigrationTimeoutError(
-                f"version {version} ran past its {self.migration_timeout:g}s deadline"
-                f"{where}; the running statement was cancelled"
-                + _after_failure(transactional, down, failure),
-                version=version, path=path, line=line, column=column,
-                statement_index=failure.index, applied=applied,
-            )  # fmt: skip
-        cls: type[MigrationError] = RollbackFailedError if down else MigrationError
-        if isinstance(exc, asyncpg.PostgresError) and exc.sqlstate == LOCK_NOT_AVAILABLE:
-            blockers = tuple(getattr(self.progress, "blockers", ()))
-            held = "; held up by " + ", ".join(b.describe() for b in blockers) if blockers else ""
-            return LockNotGrantedError(
-                f"version {version}{where} was not granted a lock within its lock timeout "
-                f"after {failure.attempt} attempt(s){held}"
-                + _after_failure(transactional, down, failure)
-                + ". End or wait out the blocking sessions, or raise --ddl-lock-timeout "
-                "or --lock-retries",
-                version=version, path=path, line=line, column=column,
-                statement_index=failure.index, sqlstate=exc.sqlstate,
-                server_message=str(exc), applied=applied, blockers=blockers,
-            )  # fmt: skip
-        if isinstance(exc, asyncpg.PostgresError):
-            verb = "rollback of" if down else "migration"
-            return cls(
-                f"{verb} {version} failed{where}: {exc}"
-                + _after_failure(transactional, down, failure),
-                version=version, path=path, line=line, column=column,
-                statement_index=failure.index, sqlstate=exc.sqlstate,
-                detail=getattr(exc, "detail", None), hint=getattr(exc, "hint", None),
-                server_message=str(exc), applied=applied,
-            )  # fmt: skip
-        if isinstance(exc, AsyncmigError):
-            return exc
-        return cls(
-            f"version {version} failed{where}: {_describe(exc)}"
-            + _after_failure(transactional, down, failure),
-            version=version, path=path, line=line, column=column,
-            statement_index=failure.index, applied=applied,
-        )  # fmt: skip
-
-
-_CONNECTION_LOST = (
-    asyncpg.ConnectionDoesNotExistError,
-    asyncpg.AdminShutdownError,
-    asyncpg.ConnectionFailureError,
-    ConnectionError,
-)
-
-
-def _after_failure(transactional: bool, down: bool, failure: _Failure) -> str:
-    """What a failure left behind, for the message."""
-    if transactional:
-        if down:
-            return "; the rollback was undone, so the migration is still applied"
-        return "; the migration was rolled back"
-    if down:
-        return (
-            f"; it runs without a transaction: statements 1–{failure.done} are committed "
-            f"and stay. Fix the cause, then `asyncmig rollback` runs it again"
-        )
-    return (
-        f"; it runs without a transaction: statements 1–{failure.done} are committed "
-        f"and stay. Fix the cause, then `asyncmig migrate --resume` continues at "
-        f"statement {failure.done + 1}"
-    )
-
-
-def _after_loss(transactional: bool, down: bool, failure: _Failure) -> str:
-    if transactional:
-        if down:
-            return (
-                "Its transaction was rolled back by the server, so the migration is still "
-                "applied; run rollback again."
-            )
-        return "Its transaction was rolled back by the server; run migrate again."
-    return (
-        f"It runs without a transaction: the statements that committed stay "
-        f"(history records at least {failure.done}). When the database is back, "
-        + (
-            "undo what is left by running rollback again."
-            if down
-            else "`asyncmig migrate --resume` continues after the last committed one."
-        )
-    )
-
 
 # Statements that can switch roles: SET/RESET, and code that may run set_config or
 # EXECUTE (an INSERT's megabytes of values are never searched).
@@ -959,15 +783,6 @@ def _sample_after(timeouts: Sequence[float | None]) -> float:
     blocks it: within half the shortest lock timeout, so a lock wait is seen."""
     limits = [t / 2 for t in timeouts if t]
     return min([1.0, *limits])
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "deadline passed"
-    if isinstance(exc, anyio.get_cancelled_exc_class()):
-        return "cancelled"
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 @contextlib.contextmanager
