@@ -248,7 +248,7 @@ _BACKEND_START_SQL = "SELECT backend_start FROM pg_stat_activity WHERE pid = pg_
 # sessions that block it and the relation it waits on. pg_blocking_pids takes the lock
 # manager's locks briefly, so it runs only for a backend that waits for a lock.
 _ACTIVITY_SQL = """
-SELECT a.wait_event_type, a.wait_event,
+SELECT a.state, a.wait_event_type, a.wait_event,
   CASE WHEN a.wait_event_type = 'Lock' THEN (
     SELECT json_agg(json_build_object(
       'pid', b.pid, 'user', b.usename, 'application_name', b.application_name,
@@ -331,6 +331,7 @@ def sample_sql(server_version: tuple[int, int]) -> str:
 class Reading:
     """One sample of a long statement."""
 
+    busy: bool = True  # False: the backend is idle (its statement ended or failed)
     waiting_for_lock: bool = False
     blockers: tuple[Blocker, ...] = ()
     relation: str | None = None
@@ -354,7 +355,7 @@ async def read_sample(conn: Conn, sql: str, backend_pid: int) -> Reading:
     """Sample backend ``backend_pid`` (on a connection that is not its own)."""
     row = await conn.fetchrow(sql, backend_pid)
     if row is None:
-        return Reading()
+        return Reading(busy=False)  # the backend is gone
     blockers = tuple(
         Blocker(
             pid=int(b["pid"]),
@@ -369,6 +370,7 @@ async def read_sample(conn: Conn, sql: str, backend_pid: int) -> Reading:
     )
     progress = json.loads(row["progress"]) if row["progress"] else {}
     return Reading(
+        busy=row["state"] not in ("idle", "idle in transaction", "idle in transaction (aborted)"),
         waiting_for_lock=row["wait_event_type"] == "Lock",
         blockers=blockers,
         relation=row["relation"],
@@ -737,12 +739,13 @@ class _Sampler:
         self.backend_pid = backend_pid
         self._sql: str | None = None  # built for the server's version on first use
         self._for: RunningStatement | None = None  # the statement sampled last
+        self._idle: RunningStatement | None = None  # found over (the runner had not said)
         self._last = 0.0
 
     def due(self, progress: Progress) -> float:
         """Monotonic time of the next sample (infinity: none while nothing runs)."""
         running = progress.running
-        if running is None or progress.lost:
+        if running is None or progress.lost or running is self._idle:
             return math.inf
         if running is not self._for:
             return running.started + progress.sample_after
@@ -765,6 +768,9 @@ class _Sampler:
         reading = await read_sample(conn, self._sql, self.backend_pid)
         if progress.running is not running:
             return  # it ended meanwhile: the reading may be about the next statement
+        if not reading.busy:
+            self._idle = running  # a failed one, or a retry's pause: nothing more to read
+            return
         progress.blockers = reading.blockers
         progress.lock_relation = reading.relation
         if reading.worth_reporting:
