@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from asyncmig._pgserver import PgServer
-from asyncmig.config import redact_dsn
+from asyncmig.dsn import redact
 
 ROOT = Path(__file__).resolve().parent.parent
 console = Console()
@@ -107,7 +107,7 @@ def main() -> int:
         console.print("[bold]Starting a throwaway PostgreSQL…")
         server = PgServer().start()
         dsn = server.dsn()
-        console.print(f"  {server.version()} at {redact_dsn(dsn)}")
+        console.print(f"  {server.version()} at {redact(dsn)}")
     try:
         asyncmig(dsn, "migrate")
         asyncmig(dsn, "status")

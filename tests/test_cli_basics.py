@@ -14,7 +14,7 @@ import pytest
 
 from asyncmig.cli import run
 from asyncmig.errors import ConfigError
-from asyncmig.pgtools import default_dump_name, dump_command, find_tool, split_password
+from asyncmig.pgtools import default_dump_name, dump_command, find_tool
 
 from .cli_helpers import clean_environment, cli, json_lines
 
@@ -170,27 +170,6 @@ def _timed(fn: object) -> float:
 
 
 # -- pg tools ---------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("dsn", "conninfo", "password"),
-    [
-        (
-            "postgresql://u:s%40cret@h:5432/db?sslmode=require",
-            "postgresql://u@h:5432/db?sslmode=require",
-            "s@cret",
-        ),
-        (
-            "postgresql://u@h/db?password=pw&application_name=x",
-            "postgresql://u@h/db?application_name=x",
-            "pw",
-        ),
-        ("postgresql://h/db", "postgresql://h/db", None),
-        ("host=h user=u password=pw dbname=d", "host=h user=u dbname=d", "pw"),
-    ],
-)
-def test_split_password(dsn: str, conninfo: str, password: str | None) -> None:
-    assert split_password(dsn) == (conninfo, password)
 
 
 def test_dump_command_keeps_password_out_of_argv(tmp_path: Path) -> None:

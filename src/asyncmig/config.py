@@ -1,4 +1,4 @@
-"""Run configuration as one immutable value, and DSN handling that never shows a password."""
+"""Run configuration as one immutable value."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["Config", "redact_dsn"]
+from .dsn import redact
+
+__all__ = ["Config"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,30 +51,7 @@ class Config:
 
     @property
     def safe_dsn(self) -> str:
-        return redact_dsn(self.dsn) if self.dsn else "(pool)"
+        return redact(self.dsn) if self.dsn else "(pool)"
 
     def resolved_dsn(self) -> str | None:
         return self.dsn or os.environ.get("DATABASE_URL") or os.environ.get("ASYNCMIG_DATABASE_URL")
-
-
-def redact_dsn(dsn: str) -> str:
-    """The DSN with its password replaced by ``***`` (URL or key=value form)."""
-    if "://" in dsn:
-        parts = urlsplit(dsn)
-        netloc = parts.netloc
-        if "@" in netloc:
-            userinfo, _, hostinfo = netloc.rpartition("@")
-            if ":" in userinfo:
-                user = userinfo.split(":", 1)[0]
-                netloc = f"{user}:***@{hostinfo}"
-        query = "&".join(
-            ("password=***" if q.lower().startswith("password=") else q)
-            for q in parts.query.split("&")
-            if q
-        )
-        return urlunsplit(parts._replace(netloc=netloc, query=query))
-    out = []
-    for token in dsn.split():
-        key = token.split("=", 1)[0].lower()
-        out.append("password=***" if key == "password" else token)
-    return " ".join(out)

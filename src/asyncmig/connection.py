@@ -6,16 +6,16 @@ import random
 import socket
 import time
 from typing import TypeAlias
-from urllib.parse import unquote, urlsplit
 
 import anyio
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from .config import Config, redact_dsn
+from .config import Config
+from .dsn import redact, scrub
 from .errors import ConfigError, ConnectionPoolingError, DatabaseUnreachableError
 
-__all__ = ["Conn", "check_direct", "client_keepalive", "open_connection", "scrub"]
+__all__ = ["Conn", "check_direct", "client_keepalive", "open_connection"]
 
 # The run's connection: its own, or one taken from the caller's pool.
 Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
@@ -51,31 +51,6 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
 )
 
 
-def _password(dsn: str) -> str | None:
-    if "://" in dsn:
-        pw = urlsplit(dsn).password
-        return unquote(pw) if pw else None
-    for token in dsn.split():
-        key, _, value = token.partition("=")
-        if key.lower() == "password":
-            return value.strip("'")
-    return None
-
-
-def scrub(text: str, dsn: str | None) -> str:
-    """Remove the DSN's password (raw and URL-encoded) from any text."""
-    if not dsn:
-        return text
-    text = text.replace(dsn, redact_dsn(dsn))
-    pw = _password(dsn)
-    if pw:
-        text = text.replace(pw, "***")
-        raw = urlsplit(dsn).password if "://" in dsn else None
-        if raw:
-            text = text.replace(raw, "***")
-    return text
-
-
 async def open_connection(
     config: Config, *, purpose: str = ""
 ) -> asyncpg.Connection[asyncpg.Record]:
@@ -108,7 +83,7 @@ async def open_connection(
             if remaining <= 0:
                 waited = f" after {attempt} attempts" if attempt > 1 else ""
                 raise DatabaseUnreachableError(
-                    f"cannot connect to {redact_dsn(dsn)}{waited}: "
+                    f"cannot connect to {redact(dsn)}{waited}: "
                     f"{scrub(str(exc) or type(exc).__name__, dsn)}"
                     + ("" if config.wait_for_db else " (use --wait-for-db to keep retrying)")
                 ) from None
@@ -121,17 +96,17 @@ async def open_connection(
                 continue
             if "unsupported startup parameter" in str(exc):
                 raise ConnectionPoolingError(
-                    f"{redact_dsn(dsn)} looks like a connection pooler (it refused the "
+                    f"{redact(dsn)} looks like a connection pooler (it refused the "
                     f"session setting: {scrub(str(exc), dsn)}). asyncmig holds a session-level "
                     f"advisory lock and needs a direct connection to PostgreSQL (or a "
                     f"session-pooled port); PgBouncer in transaction pooling cannot work."
                 ) from None
             raise DatabaseUnreachableError(
-                f"cannot connect to {redact_dsn(dsn)}: {scrub(str(exc), dsn)}"
+                f"cannot connect to {redact(dsn)}: {scrub(str(exc), dsn)}"
             ) from None
         except ValueError as exc:  # malformed DSN
             raise ConfigError(
-                f"invalid database URL {redact_dsn(dsn)}: {scrub(str(exc), dsn)}"
+                f"invalid database URL {redact(dsn)}: {scrub(str(exc), dsn)}"
             ) from None
 
 

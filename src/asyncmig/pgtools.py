@@ -37,8 +37,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
+from . import dsn as dsns
 from .errors import AsyncmigError, ConfigError, DatabaseUnreachableError
 
 __all__ = [
@@ -59,7 +59,6 @@ __all__ = [
     "run_dump",
     "run_restore",
     "server_version",
-    "split_password",
 ]
 
 Version = tuple[int, int]  # (major, minor): PostgreSQL 17.10 is (17, 10)
@@ -268,16 +267,13 @@ async def server_version(dsn: str) -> Version | None:
     """
     import asyncpg
 
-    conninfo, password = split_password(dsn)
     try:
         conn = await asyncpg.connect(dsn, timeout=float(os.environ.get("PGCONNECT_TIMEOUT", 10)))
     except ValueError:
         return None
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        text = str(exc) or type(exc).__name__
-        if password:
-            text = text.replace(password, "***")
-        raise DatabaseUnreachableError(f"cannot connect to {conninfo}: {text}") from None
+        text = dsns.scrub(str(exc) or type(exc).__name__, dsn)
+        raise DatabaseUnreachableError(f"cannot connect to {dsns.redact(dsn)}: {text}") from None
     try:
         v = conn.get_server_version()
         return v.major, (v.micro if v.major >= 10 else v.minor)
@@ -294,34 +290,6 @@ def dump_file_version(file: Path) -> Version | None:
         head = fh.read(8192).decode("utf-8", "replace")
     found = _DUMPED_BY.search(head)
     return (int(found.group(1)), int(found.group(2) or 0)) if found else None
-
-
-def split_password(dsn: str) -> tuple[str, str | None]:
-    """The DSN without its password, and the password (URL or key=value form)."""
-    if "://" in dsn:
-        parts = urlsplit(dsn)
-        password = unquote(parts.password) if parts.password else None
-        netloc = parts.netloc
-        if "@" in netloc:
-            userinfo, _, hostinfo = netloc.rpartition("@")
-            user = userinfo.split(":", 1)[0]
-            netloc = f"{user}@{hostinfo}" if user else hostinfo
-        query = []
-        for key, value in parse_qsl(parts.query, keep_blank_values=True):
-            if key.lower() == "password":
-                password = value
-            else:
-                query.append((key, value))
-        return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query))), password
-    kept: list[str] = []
-    password = None
-    for token in dsn.split():
-        key, _, value = token.partition("=")
-        if key.lower() == "password":
-            password = value.strip("'")
-        else:
-            kept.append(token)
-    return " ".join(kept), password
 
 
 def default_dump_name(now: datetime | None = None) -> str:
@@ -352,12 +320,12 @@ def dump_command(
             why=f"the server runs PostgreSQL {_show(server)}, and pg_dump refuses a server "
                 f"newer than itself",
         ).path  # fmt: skip
-    conninfo, password = split_password(dsn)
+    target = dsns.parse(dsn)
     argv = [str(tool), "--no-password", "--format=plain", f"--file={_partial(output)}"]
     if schema_only:
         argv.append("--schema-only")
-    argv.append(f"--dbname={conninfo}")
-    return ToolRun(tuple(argv), _env(password), output)
+    argv.append(f"--dbname={target.conninfo}")
+    return ToolRun(tuple(argv), _env(target), output)
 
 
 def restore_command(
@@ -394,12 +362,12 @@ def restore_command(
             "psql", at_least=dumped_by[0], environ=environ, known=known,
             why=f"{file} was written by pg_dump {_show(dumped_by)}",
         ).path  # fmt: skip
-    conninfo, password = split_password(dsn)
+    target = dsns.parse(dsn)
     argv = [
         str(tool), "--no-password", "--no-psqlrc", "--quiet", "--single-transaction",
-        "--set=ON_ERROR_STOP=1", f"--file={file}", f"--dbname={conninfo}",
+        "--set=ON_ERROR_STOP=1", f"--file={file}", f"--dbname={target.conninfo}",
     ]  # fmt: skip
-    return ToolRun(tuple(argv), _env(password))
+    return ToolRun(tuple(argv), _env(target))
 
 
 async def run_dump(
@@ -481,8 +449,6 @@ def _partial(output: Path) -> Path:
     return output.with_name(output.name + ".partial")
 
 
-def _env(password: str | None) -> dict[str, str]:
-    env = {"PGCONNECT_TIMEOUT": os.environ.get("PGCONNECT_TIMEOUT", "10")}
-    if password is not None:
-        env["PGPASSWORD"] = password
-    return env
+def _env(target: dsns.Dsn) -> dict[str, str]:
+    """What a tool's environment adds: a connect timeout, and the password (dsn.py)."""
+    return {"PGCONNECT_TIMEOUT": os.environ.get("PGCONNECT_TIMEOUT", "10"), **target.child_env()}

@@ -35,7 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import Config, redact_dsn
+from .config import Config
+from .dsn import redact
 from .durations import parse_duration
 from .errors import ConfigError
 
@@ -46,7 +47,6 @@ __all__ = [
     "find_config_file",
     "parse_cli_duration",
     "resolve",
-    "scrub",
 ]
 
 PATH_KEYS = ("sql_dir", "rollback_dir", "seeds_dir")
@@ -83,10 +83,7 @@ class Settings:
 
     @property
     def safe_dsn(self) -> str:
-        return redact_dsn(self.config.dsn) if self.config.dsn else "(none)"
-
-    def scrub(self, text: str) -> str:
-        return scrub(text, self.config.dsn)
+        return redact(self.config.dsn) if self.config.dsn else "(none)"
 
 
 def find_config_file(explicit: str | Path | None, cwd: Path) -> Path | None:
@@ -162,33 +159,6 @@ def resolve(
         config_file=path,
         sources=sources,
     )
-
-
-def scrub(text: str, dsn: str | None) -> str:
-    """``text`` with the DSN's password (raw and URL-encoded) replaced by ``***``."""
-    if not dsn:
-        return text
-    from urllib.parse import unquote, urlsplit
-
-    text = text.replace(dsn, redact_dsn(dsn))
-    secrets: list[str] = []
-    if "://" in dsn:
-        parts = urlsplit(dsn)
-        if parts.password:
-            secrets += [parts.password, unquote(parts.password)]
-        for item in parts.query.split("&"):
-            key, _, value = item.partition("=")
-            if key.lower() == "password" and value:
-                secrets += [value, unquote(value)]
-    else:
-        for token in dsn.split():
-            key, _, value = token.partition("=")
-            if key.lower() == "password" and value:
-                secrets.append(value.strip("'\""))
-    for secret in sorted(set(secrets), key=len, reverse=True):
-        if len(secret) >= 3:  # "***" itself, or a 1-2 character password, is not scrubbed
-            text = text.replace(secret, "***")
-    return text
 
 
 # -- internals ---------------------------------------------------------------------------

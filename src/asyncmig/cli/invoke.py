@@ -92,7 +92,7 @@ class Scrubber:
             self._dsns.append(dsn)
 
     def __call__(self, text: str) -> str:
-        from ..settings import scrub
+        from ..dsn import scrub
 
         for dsn in self._dsns:
             text = scrub(text, dsn)

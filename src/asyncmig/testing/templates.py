@@ -34,13 +34,13 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import asyncpg
 
 from .. import __version__
 from ..config import Config
+from ..dsn import with_database
 from ..errors import ConfigError
 from ..events import Event
 from ..history import History, quote_ident
@@ -85,8 +85,7 @@ def database_dsn(server_dsn: str, database: str) -> str:
             "asyncmig.testing needs the server as a postgresql:// URL "
             "(e.g. postgresql://user:password@127.0.0.1:5432/postgres)"
         )
-    parts = urlsplit(server_dsn)
-    return urlunsplit(parts._replace(path="/" + database))
+    return with_database(server_dsn, database)
 
 
 def project_key(config: Config) -> str:
