@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from asyncmig.cli import run
+from asyncmig.cli.pgtools import default_dump_name, dump_command, find_tool
 from asyncmig.errors import ConfigError
-from asyncmig.pgtools import default_dump_name, dump_command, find_tool
 
 from .cli_helpers import clean_environment, cli, json_lines
 
@@ -199,7 +199,7 @@ def test_missing_tools_are_a_clear_config_error(
         find_tool("pg_dump", {"PATH": str(tmp_path)}, known=[])
     with pytest.raises(ConfigError, match="looked in ASYNCMIG_PG_BINDIR, PATH"):
         find_tool("psql", {"ASYNCMIG_PG_BINDIR": str(tmp_path)}, known=[])
-    monkeypatch.setattr("asyncmig.pgtools.known_bindirs", lambda: [])
+    monkeypatch.setattr("asyncmig.cli.pgtools.known_bindirs", lambda: [])
     monkeypatch.setenv("PATH", str(tmp_path))
     url = "postgresql://u@127.0.0.1:9/db"
     assert run(["--database-url", url, "dump"]) == 2

@@ -316,7 +316,7 @@ def test_reset_seed(project: Path, dsn: str, capsys: pytest.CaptureFixture[str])
 def _client_tools_of_major(major: int) -> None:
     """Skip unless a pg_dump and a psql of PostgreSQL ``major`` are installed somewhere
     asyncmig looks (a newer pg_dump's file is refused by restore into this server)."""
-    from asyncmig.pgtools import installed_tools
+    from asyncmig.cli.pgtools import installed_tools
 
     for name in ("pg_dump", "psql"):
         if not any(t.version[0] == major for t in installed_tools(name)):
@@ -364,8 +364,8 @@ def test_dump_and_restore(
 def test_dump_unreachable_is_exit_5(project: Path) -> None:
     """A server that does not answer is exit 5 for dump, and no file (not even a partial
     one) is left."""
+    from asyncmig.cli.pgtools import find_tool
     from asyncmig.errors import ConfigError
-    from asyncmig.pgtools import find_tool
 
     try:
         find_tool("pg_dump")

@@ -11,8 +11,8 @@ import pytest
 from asyncmig.cli import run
 from asyncmig.cli.app import app
 from asyncmig.cli.options import GlobalOptions
+from asyncmig.cli.settings import Settings, resolve
 from asyncmig.errors import ConfigError
-from asyncmig.settings import Settings, resolve
 
 from .cli_helpers import clean_environment
 

@@ -13,8 +13,7 @@ import pytest
 
 from asyncmig._pgserver import PgServer, binary_major
 from asyncmig.cli import run
-from asyncmig.errors import ConfigError, DatabaseUnreachableError
-from asyncmig.pgtools import (
+from asyncmig.cli.pgtools import (
     Tool,
     choose_tool,
     dump_file_version,
@@ -22,6 +21,7 @@ from asyncmig.pgtools import (
     known_bindirs,
     run_dump,
 )
+from asyncmig.errors import ConfigError, DatabaseUnreachableError
 
 from .cli_helpers import clean_environment
 from .conftest import TestPg
@@ -189,7 +189,7 @@ def test_dump_stops_before_running_when_every_pg_dump_is_older_than_the_server(
         pytest.skip(f"needs a pg_dump {older.major}")
     monkeypatch.setenv("ASYNCMIG_PG_BINDIR", str(older_bin))
     monkeypatch.setenv("PATH", str(here))
-    monkeypatch.setattr("asyncmig.pgtools.known_bindirs", lambda: [])
+    monkeypatch.setattr("asyncmig.cli.pgtools.known_bindirs", lambda: [])
     source = newer.database()
     capsys.readouterr()
     assert run(["--database-url", source, "dump", "never.sql"]) == 2

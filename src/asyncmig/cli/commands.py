@@ -195,8 +195,8 @@ def dump(file: Path | None = None, /, *, schema_only: bool = False, ctx: Ctx) ->
     schema_only
         Dump the schema without data.
     """
-    from ..pgtools import default_dump_name, run_dump
     from .invoke import run_cancellable
+    from .pgtools import default_dump_name, run_dump
 
     output = file or Path(default_dump_name())
     dsn = ctx.require_dsn()
@@ -216,8 +216,8 @@ def restore(file: Path, /, *, yes: Yes = False, ctx: Ctx) -> int:
     yes
         Confirm a restore in a protected environment.
     """
-    from ..pgtools import run_restore
     from .invoke import run_cancellable
+    from .pgtools import run_restore
 
     ctx.refuse_if_protected(yes, "restore")
     dsn = ctx.require_dsn()
@@ -250,7 +250,7 @@ def wait(*, timeout: str = "5min", interval: str = "1s", ctx: Ctx) -> int:
     interval
         How often to look.
     """
-    from ..settings import parse_cli_duration
+    from .settings import parse_cli_duration
 
     limit = parse_cli_duration(timeout, "--timeout")
     every = parse_cli_duration(interval, "--interval")

@@ -28,8 +28,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..settings import Settings
     from .invoke import Context
+    from .settings import Settings
 
 __all__ = [
     "GLOBAL_BOOLS",
@@ -77,8 +77,8 @@ _FAST_COMMANDS = frozenset({"migrate"})
 
 def resolve_options(values: Mapping[str, Any]) -> Settings:
     """Settings from the global options' values (flags/environment over the config file;
-    see :mod:`asyncmig.settings`)."""
-    from ..settings import resolve
+    see :mod:`asyncmig.cli.settings`)."""
+    from .settings import resolve
 
     overrides = {
         "dsn": values.get("database_url"),

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 from cyclopts import Group, Parameter
 
 if TYPE_CHECKING:
-    from ..settings import Settings
+    from .settings import Settings
 
 __all__ = ["GLOBAL", "GlobalOptions"]
 
@@ -97,7 +97,7 @@ class GlobalOptions:
     """Show every statement, lock events and error causes."""
 
     def resolve(self) -> Settings:
-        """Flags/environment over the config file (see :mod:`asyncmig.settings`)."""
+        """Flags/environment over the config file (see :mod:`asyncmig.cli.settings`)."""
         from dataclasses import asdict
 
         from .launch import resolve_options

@@ -62,7 +62,7 @@ def load_config(cwd: Path, *, config_file: str | Path | None = None,
     checks work in databases of their own, never in the application's."""
     import os
 
-    from ..settings import resolve
+    from ..cli.settings import resolve
 
     overrides = {key: os.environ.get(f"ASYNCMIG_{key.upper()}")
                  for key in ("sql_dir", "rollback_dir", "seeds_dir", "schema")}  # fmt: skip

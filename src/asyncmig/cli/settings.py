@@ -35,10 +35,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import Config
-from .dsn import redact
-from .durations import parse_duration
-from .errors import ConfigError
+from ..config import Config
+from ..dsn import redact
+from ..durations import parse_duration
+from ..errors import ConfigError
 
 __all__ = [
     "DURATION_KEYS",

@@ -38,8 +38,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from . import dsn as dsns
-from .errors import AsyncmigError, ConfigError, DatabaseUnreachableError
+from .. import dsn as dsns
+from ..errors import AsyncmigError, ConfigError, DatabaseUnreachableError
 
 __all__ = [
     "Tool",
