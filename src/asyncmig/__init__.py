@@ -70,7 +70,7 @@ _EXPORTS: dict[str, str] = {
     "LockTimeoutError": "errors",
     "LockLostError": "errors",
     "LockTerminateDeniedError": "errors",
-    "LockHolder": "errors",
+    "LockHolder": "models",
     "DatabaseUnreachableError": "errors",
     "ConnectionPoolingError": "errors",
     "MigrationError": "errors",
@@ -80,6 +80,8 @@ _EXPORTS: dict[str, str] = {
     "LockNotGrantedError": "errors",
     "RollbackFailedError": "errors",
     "RollbackUnavailableError": "errors",
+    "ToolFailedError": "errors",
+    "VersionMismatchError": "errors",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -100,7 +102,6 @@ if TYPE_CHECKING:
         FileNameError,
         InvalidIndexError,
         LockError,
-        LockHolder,
         LockLostError,
         LockNotGrantedError,
         LockTerminateDeniedError,
@@ -116,8 +117,10 @@ if TYPE_CHECKING:
         RollbackFailedError,
         RollbackUnavailableError,
         SplitError,
+        ToolFailedError,
         TransactionControlError,
         ValidationError,
+        VersionMismatchError,
     )
     from .events import (
         Event,
@@ -141,6 +144,7 @@ if TYPE_CHECKING:
     )
     from .loader import Migration, MigrationSet, SqlFile, load_migrations
     from .migrator import Migrator, migrate
+    from .models import LockHolder
     from .reports import (
         AppliedMigration,
         MigrateReport,

@@ -6,35 +6,42 @@ leaked, and kept as ``__cause__``::
 
     AsyncmigError                          exit code
     ├── ConfigError                        2  bad option, config file or environment
+    │   └── VersionMismatchError           2  restore: the dump is newer than the server
     ├── MigrationFileError                 3  a file on disk is wrong (path, line, column)
-    │   ├── FileNameError                     name is not <version>_<name>.sql
-    │   ├── DuplicateVersionError             two files share a version's integer value
-    │   ├── AmbiguousRollbackError            more than one rollback file for a version
-    │   ├── EncodingError                     not strict UTF-8 (byte offset)
-    │   ├── DirectiveError                    unknown or malformed ``-- asyncmig:`` line
-    │   ├── SplitError                        unterminated construct, psql meta-command
-    │   ├── TransactionControlError           BEGIN/COMMIT/ROLLBACK inside a file
-    │   └── MissingDirectiveError             non-transactional statement without
+    │   ├── FileNameError                  3  name is not <version>_<name>.sql
+    │   ├── DuplicateVersionError          3  two files share a version's integer value
+    │   ├── AmbiguousRollbackError         3  more than one rollback file for a version
+    │   ├── EncodingError                  3  not strict UTF-8 (byte offset)
+    │   ├── DirectiveError                 3  unknown or malformed ``-- asyncmig:`` line
+    │   ├── SplitError                     3  unterminated construct, psql meta-command
+    │   ├── TransactionControlError        3  BEGIN/COMMIT/ROLLBACK inside a file
+    │   └── MissingDirectiveError          3  non-transactional statement without
     │                                         ``-- asyncmig: no-transaction``
     ├── ValidationError                    3  disk and history disagree
-    │   ├── ChecksumMismatchError             an applied file was edited
-    │   ├── OutOfOrderError                   pending version older than an applied one
-    │   ├── MissingFileError                  applied version whose file is gone
-    │   └── ResumeRequiredError               a no-transaction migration stopped half-way
+    │   ├── ChecksumMismatchError          3  an applied file was edited
+    │   ├── OutOfOrderError                3  pending version older than an applied one
+    │   ├── MissingFileError               3  applied version whose file is gone
+    │   └── ResumeRequiredError            1  a no-transaction migration stopped half-way
     ├── PendingTimeoutError                6  `wait`: still pending at its deadline
-    ├── LockError                          4
-    │   ├── LockTimeoutError                  not acquired in time (names the holder)
-    │   ├── LockLostError                     lock or its connection gone mid-run
-    │   └── LockTerminateDeniedError          may not end the holder (names the statement)
+    ├── LockError                          4  the migration lock
+    │   ├── LockTimeoutError               4  not acquired in time (names the holder)
+    │   ├── LockLostError                  4  lock or its connection gone mid-run
+    │   └── LockTerminateDeniedError       4  may not end the holder (names the statement)
     ├── DatabaseUnreachableError           5  cannot connect (password never shown)
     ├── ConnectionPoolingError             2  not a direct connection (PgBouncer)
     ├── MigrationError                     1  a statement failed; migration rolled back
-    │   ├── MigrationTimeoutError             the migration's deadline passed
-    │   ├── CommitUncertainError              COMMIT sent, its outcome unknowable now
-    │   ├── InvalidIndexError                 an index it built is INVALID
+    │   ├── MigrationTimeoutError          1  the migration's deadline passed
+    │   ├── CommitUncertainError           1  COMMIT sent, its outcome unknowable now
+    │   ├── InvalidIndexError              1  an index it built is INVALID
     │   ├── LockNotGrantedError            7  a DDL lock not granted after every retry
-    │   └── RollbackFailedError               a rollback file failed
-    └── RollbackUnavailableError           1  no rollback file and no stored SQL
+    │   └── RollbackFailedError            1  a rollback file failed
+    ├── RollbackUnavailableError           1  no rollback file and no stored SQL
+    └── ToolFailedError                    1  pg_dump or psql failed (its own message)
+
+Outside the tree, the command line ends on SIGINT / SIGTERM with 130 / 143 after a clean
+rollback and lock release (``asyncmig.cli.invoke.Interrupted``, never raised to a library
+caller); a test (``tests/test_errors.py``) checks that this drawing names every class
+with its exit code and parent.
 """
 
 from __future__ import annotations
@@ -93,6 +100,15 @@ class ConfigError(AsyncmigError):
     """An option, config file or environment variable is invalid."""
 
     exit_code = 2
+
+
+class VersionMismatchError(ConfigError):
+    """A dump file written by a pg_dump newer than the server it is to be restored into."""
+
+    def __init__(self, message: str, *, dump_version: str, server_version: str) -> None:
+        self.dump_version = dump_version
+        self.server_version = server_version
+        super().__init__(message)
 
 
 class MigrationFileError(AsyncmigError):
@@ -344,4 +360,16 @@ class RollbackUnavailableError(AsyncmigError):
 
     def __init__(self, message: str, *, version: int) -> None:
         self.version = version
+        super().__init__(message)
+
+
+class ToolFailedError(AsyncmigError):
+    """pg_dump or psql ran and failed; ``stderr`` holds its (password-free) message."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, tool: str, returncode: int, stderr: str) -> None:
+        self.tool = tool
+        self.returncode = returncode
+        self.stderr = stderr
         super().__init__(message)

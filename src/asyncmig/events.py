@@ -32,8 +32,7 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
-from .errors import LockHolder
-from .models import Blocker
+from .models import Blocker, LockHolder
 
 __all__ = [
     "Emitter",

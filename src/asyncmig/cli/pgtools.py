@@ -39,13 +39,16 @@ from datetime import datetime
 from pathlib import Path
 
 from .. import dsn as dsns
-from ..errors import AsyncmigError, ConfigError, DatabaseUnreachableError
+from ..errors import (
+    ConfigError,
+    DatabaseUnreachableError,
+    ToolFailedError,
+    VersionMismatchError,
+)
 
 __all__ = [
     "Tool",
-    "ToolFailedError",
     "ToolRun",
-    "VersionMismatchError",
     "choose_tool",
     "default_dump_name",
     "dump_command",
@@ -71,27 +74,6 @@ _UNREACHABLE_MARKERS = (
     "password authentication failed",
     "no password supplied",
 )
-
-
-class ToolFailedError(AsyncmigError):
-    """pg_dump or psql ran and failed; ``stderr`` holds its (password-free) message."""
-
-    exit_code = 1
-
-    def __init__(self, message: str, *, tool: str, returncode: int, stderr: str) -> None:
-        self.tool = tool
-        self.returncode = returncode
-        self.stderr = stderr
-        super().__init__(message)
-
-
-class VersionMismatchError(ConfigError):
-    """A dump file written by a pg_dump newer than the server it is to be restored into."""
-
-    def __init__(self, message: str, *, dump_version: str, server_version: str) -> None:
-        self.dump_version = dump_version
-        self.server_version = server_version
-        super().__init__(message)
 
 
 @dataclass(frozen=True, slots=True)
