@@ -145,7 +145,7 @@ def test_help_imports_neither_driver_nor_engine(tmp_path: Path) -> None:
         "with contextlib.redirect_stdout(io.StringIO()):\n"
         "    assert run(['--help']) == 0\n"
         "    assert run(['migrate', '--help']) == 0\n"
-        "heavy = [m for m in ('asyncpg', 'asyncmig.migrator', 'asyncmig.render', 'anyio',"
+        "heavy = [m for m in ('asyncpg', 'asyncmig.migrator', 'asyncmig.cli.render', 'anyio',"
         " 'rich.progress') if m in sys.modules]\n"
         "print(heavy)\n"
     )

@@ -13,6 +13,9 @@ from typing import Literal
 import pytest
 from rich.console import Console
 
+from asyncmig.cli.render import JsonRenderer, PlainRenderer, describe_event, make_renderer
+from asyncmig.cli.render.live import RichRenderer, status_table
+from asyncmig.cli.render.text import error_lines, version_ranges
 from asyncmig.errors import LockHolder, LockTimeoutError, MigrationError
 from asyncmig.events import (
     Event,
@@ -32,9 +35,6 @@ from asyncmig.events import (
     StatementPlanned,
     StatementStarted,
 )
-from asyncmig.render import JsonRenderer, PlainRenderer, describe_event, make_renderer
-from asyncmig.render.live import RichRenderer, status_table
-from asyncmig.render.text import error_lines, version_ranges
 from asyncmig.reports import StatusReport, ValidationIssue, ValidationReport, VersionStatus
 
 HOLDER = LockHolder(

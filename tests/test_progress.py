@@ -20,6 +20,8 @@ import asyncpg
 import pytest
 from rich.console import Console
 
+from asyncmig.cli.render import JsonRenderer, PlainRenderer
+from asyncmig.cli.render.live import RichRenderer
 from asyncmig.events import (
     Event,
     LockRetry,
@@ -32,8 +34,6 @@ from asyncmig.events import (
 )
 from asyncmig.lock import sample_sql
 from asyncmig.models import Blocker
-from asyncmig.render import JsonRenderer, PlainRenderer
-from asyncmig.render.live import RichRenderer
 
 from .cli_helpers import cli, json_lines
 from .faultproxy import FaultProxy

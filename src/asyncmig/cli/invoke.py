@@ -21,7 +21,7 @@ from ..errors import ConfigError
 
 if TYPE_CHECKING:
     from ..migrator import Migrator
-    from ..render import Renderer
+    from .render import Renderer
     from .settings import Settings
 
 __all__ = ["HARD_EXIT_AFTER", "Context", "Interrupted", "Scrubber", "run_cancellable"]

@@ -95,8 +95,8 @@ def launch(values: Mapping[str, Any], command: Callable[[Context], object]) -> i
     """Run ``command`` with a renderer and settings for these global options; render
     errors and interruptions and return the exit code."""
     from ..errors import AsyncmigError
-    from ..render import make_renderer
     from .invoke import Context, Interrupted, Scrubber
+    from .render import make_renderer
 
     scrubber = Scrubber(values.get("database_url"))
     json_lines, verbose = bool(values.get("json")), bool(values.get("verbose"))

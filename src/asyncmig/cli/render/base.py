@@ -8,9 +8,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import IO, Any
 
-from ..errors import LockHolder
-from ..events import Event
-from ..reports import StatusReport, ValidationReport
+from ...errors import LockHolder
+from ...events import Event
+from ...reports import StatusReport, ValidationReport
 
 __all__ = ["Renderer", "Scrub", "ScrubbingWriter", "identity"]
 

@@ -6,9 +6,9 @@ import json
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from ..errors import AsyncmigError
-from ..events import Event
-from ..reports import StatusReport, ValidationReport
+from ...errors import AsyncmigError
+from ...events import Event
+from ...reports import StatusReport, ValidationReport
 from .base import Renderer, Scrub, ScrubbingWriter, identity
 
 __all__ = ["JsonRenderer"]

@@ -23,8 +23,8 @@ from rich.progress import (
 from rich.table import Column, Table
 from rich.text import Span, Text
 
-from ..durations import format_duration
-from ..events import (
+from ...durations import format_duration
+from ...events import (
     Event,
     LockAcquired,
     LockReclaimed,
@@ -43,7 +43,7 @@ from ..events import (
     StatementProgress,
     StatementStarted,
 )
-from ..reports import StatusReport, ValidationReport
+from ...reports import StatusReport, ValidationReport
 from .base import Renderer
 from .text import (
     applied_when,

@@ -1,6 +1,6 @@
 """How the command line shows events and results: rich terminal, plain lines, JSON lines.
 
-Three renderers share one interface (:class:`~asyncmig.render.base.Renderer`):
+Three renderers share one interface (:class:`~asyncmig.cli.render.base.Renderer`):
 
 * ``RichRenderer`` (:mod:`.live`) — stdout is a terminal: live progress (one bar per
   migration, advancing by statement, with the running statement's first line and how

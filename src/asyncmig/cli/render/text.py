@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from datetime import UTC
 from typing import Any
 
-from ..durations import format_duration
-from ..errors import AsyncmigError, LockTimeoutError, MigrationError
-from ..events import (
+from ...durations import format_duration
+from ...errors import AsyncmigError, LockTimeoutError, MigrationError
+from ...events import (
     Event,
     LockAcquired,
     LockReclaimed,
@@ -27,8 +27,8 @@ from ..events import (
     StatementProgress,
     StatementStarted,
 )
-from ..models import Blocker
-from ..reports import StatusReport, ValidationReport, VersionStatus
+from ...models import Blocker
+from ...reports import StatusReport, ValidationReport, VersionStatus
 
 __all__ = [
     "RANGE_PARTS",

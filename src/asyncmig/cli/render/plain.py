@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from ..durations import format_duration
-from ..events import (
+from ...durations import format_duration
+from ...events import (
     Event,
     LockAcquired,
     LockReleased,
@@ -41,7 +41,7 @@ from ..events import (
     StatementProgress,
     StatementStarted,
 )
-from ..reports import StatusReport, ValidationReport
+from ...reports import StatusReport, ValidationReport
 from .base import Renderer, Scrub, ScrubbingWriter, identity
 from .text import (
     applied_when,
