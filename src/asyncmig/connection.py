@@ -11,6 +11,7 @@ import anyio
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from . import session
 from .config import Config
 from .dsn import redact, scrub
 from .errors import ConfigError, ConnectionPoolingError, DatabaseUnreachableError
@@ -139,7 +140,7 @@ async def check_direct(conn: Conn) -> int:
     a session advisory lock would be taken on one and the migration run on another.
     The proxy's key data then differs from the real backend's pid.
     """
-    pid = int(await conn.fetchval("SELECT pg_backend_pid()"))
+    pid = int(await conn.fetchval(session.BACKEND_PID))
     announced = conn.get_server_pid()
     if announced and announced != pid:
         raise ConnectionPoolingError(

@@ -33,7 +33,7 @@ import asyncpg
 from .connection import Conn
 from .errors import LockHolder
 from .models import HistoryRow, InvalidIndex
-from .session import OWN_IDENTITY
+from .session import OWN_IDENTITY, quote_ident
 
 __all__ = [
     "LAYOUT_VERSION",
@@ -48,13 +48,6 @@ __all__ = [
 MARK_SQLSTATE = "AM001"  # the markers' NOTICEs, told apart from a file's own
 LAYOUT_VERSION = 2  # 2: the staged rows and the two functions runs call in their messages
 HOSTNAME = socket.gethostname()
-
-
-def quote_ident(name: str) -> str:
-    """Quote an SQL identifier the way PostgreSQL's ``quote_ident`` does (always quoting)."""
-    if not name or "\x00" in name:
-        raise ValueError(f"invalid SQL identifier {name!r}")
-    return '"' + name.replace('"', '""') + '"'
 
 
 _ROW_COLUMNS = (

@@ -1,3 +1,4 @@
+# SQL outside history, lock and session: the read-only catalog queries of verify-rollbacks.
 """The catalog snapshot: everything a migration can leave behind, for before/after equality.
 
 A :class:`CatalogSnapshot` maps each user object of a database to its properties, read

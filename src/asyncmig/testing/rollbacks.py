@@ -32,9 +32,10 @@ from typing import Any, Literal
 
 import asyncpg
 
+from .. import session
 from ..config import Config
 from ..errors import AsyncmigError
-from ..history import History, quote_ident
+from ..history import History
 from ..loader import MigrationSet, load_migrations
 from ..migrator import Migrator
 from ..snapshot import Difference, diff, take_snapshot
@@ -135,14 +136,12 @@ async def check_rollbacks(
     name = f"asyncmig_rb_{project_key(config)}_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(server_dsn)
     try:
-        await admin.execute(
-            f"CREATE DATABASE {quote_ident(name)} TEMPLATE template0 ENCODING 'UTF8'"
-        )
+        await admin.execute(session.create_database(name))
         try:
             dsn = database_dsn(server_dsn, name)
             checked, findings, stopped = await _check(dsn, config, migrations)
         finally:
-            await admin.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
+            await admin.execute(session.drop_database(name))
     finally:
         await admin.close()
     return RollbackCheck(tuple(checked), tuple(findings), (time.perf_counter() - t0) * 1000,

@@ -22,8 +22,8 @@ built again. A later session finds the marked template and runs nothing. After a
 the project's templates with another ``set`` (stale files) are dropped.
 
 Each test's database (``asyncmig_t_<project>_<random>``) is ``CREATE DATABASE … TEMPLATE``
-of it: a file copy, no migration. Identifiers are quoted with
-:func:`asyncmig.history.quote_ident`; nothing from input is formatted into SQL.
+of it: a file copy, no migration. The statements are :mod:`asyncmig.session`'s, which
+quotes identifiers; nothing from input is formatted into SQL.
 """
 
 from __future__ import annotations
@@ -38,12 +38,12 @@ from pathlib import Path
 import anyio
 import asyncpg
 
-from .. import __version__
+from .. import __version__, session
 from ..config import Config
 from ..dsn import with_database
 from ..errors import ConfigError
 from ..events import Event
-from ..history import History, quote_ident
+from ..history import History
 from ..loader import checksum_text, read_sql_text
 from ..lock import LockPolicy, acquire, lock_key
 from ..migrator import Migrator
@@ -123,9 +123,7 @@ async def _ignore(event: Event) -> None:
 
 
 async def _is_ready(conn: asyncpg.Connection, name: str) -> bool:
-    return bool(
-        await conn.fetchval("SELECT datistemplate FROM pg_database WHERE datname = $1", name)
-    )
+    return bool(await conn.fetchval(session.IS_TEMPLATE, name))
 
 
 async def ensure_template(
@@ -149,27 +147,25 @@ async def ensure_template(
         try:
             if await _is_ready(conn, name):
                 return Template(name)
-            q = quote_ident(name)
-            await conn.execute(f"DROP DATABASE IF EXISTS {q} WITH (FORCE)")  # a crashed build
-            await conn.execute(f"CREATE DATABASE {q} TEMPLATE template0 ENCODING 'UTF8'")
+            await conn.execute(session.drop_database(name))  # a crashed build
+            await conn.execute(session.create_database(name))
             try:
                 applied = await _build(database_dsn(server_dsn, name), config, target, seeds,
                                        on_event)  # fmt: skip
             except BaseException:
                 with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-                    await conn.execute(f"DROP DATABASE IF EXISTS {q} WITH (FORCE)")
+                    await conn.execute(session.drop_database(name))
                 raise
             note = (
                 f"asyncmig {__version__} test template of {config.sql_dir} ({target or 'latest'})"
             )
-            comment = "SELECT format('COMMENT ON DATABASE %I IS %L', $1::text, $2::text)"
-            await conn.execute(await conn.fetchval(comment, name, note))
-            await conn.execute(f"ALTER DATABASE {q} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false")
+            await conn.execute(await conn.fetchval(session.COMMENT_ON_DATABASE, name, note))
+            await conn.execute(session.set_template(name, True))
             dropped = await _drop_stale(conn, config, name)
             return Template(name, built=True, applied=applied, dropped_stale=dropped)
         finally:
             with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-                await conn.execute("SELECT pg_advisory_unlock_all()")
+                await conn.execute(session.UNLOCK_ALL)
     finally:
         with anyio.CancelScope(shield=True):
             await conn.close()
@@ -193,15 +189,7 @@ async def _drop_stale(conn: asyncpg.Connection, config: Config, keep: str) -> tu
     """Drop this project's templates built from other files (any target)."""
     current = keep.rsplit("_", 1)[0] + "_"
     prefix = f"{TEMPLATE_PREFIX}{project_key(config)}_"
-    names = [
-        r[0]
-        for r in await conn.fetch(
-            "SELECT datname FROM pg_database WHERE starts_with(datname, $1) "
-            "AND NOT starts_with(datname, $2) ORDER BY 1",
-            prefix,
-            current,
-        )
-    ]
+    names = [r[0] for r in await conn.fetch(session.STALE_DATABASES, prefix, current)]
     dropped = []
     for stale in names:
         with contextlib.suppress(asyncpg.PostgresError):
@@ -220,9 +208,7 @@ async def clone_database(conn: asyncpg.Connection, template: str, name: str | No
     delay = 0.02
     for attempt in range(50):
         try:
-            await conn.execute(
-                f"CREATE DATABASE {quote_ident(name)} TEMPLATE {quote_ident(template)}"
-            )
+            await conn.execute(session.create_database(name, template))
             return name
         except asyncpg.ObjectInUseError:
             if attempt == 49:
@@ -235,8 +221,7 @@ async def clone_database(conn: asyncpg.Connection, template: str, name: str | No
 async def drop_database(conn: asyncpg.Connection, name: str, *, template: bool = True) -> None:
     """Drop a database, ending its sessions first (``template``: it may be a template,
     which must be unmarked before it can be dropped)."""
-    q = quote_ident(name)
     if template:
         with contextlib.suppress(asyncpg.InvalidCatalogNameError):
-            await conn.execute(f"ALTER DATABASE {q} WITH IS_TEMPLATE false")
-    await conn.execute(f"DROP DATABASE IF EXISTS {q} WITH (FORCE)")
+            await conn.execute(session.set_template(name, False))
+    await conn.execute(session.drop_database(name))
