@@ -34,7 +34,7 @@ from .errors import (
     ResumeRequiredError,
     RollbackUnavailableError,
 )
-from .loader import MigrationSet, SqlFile
+from .loader import Migration, MigrationSet, SqlFile
 from .models import (
     HistoryRow,
     Issue,
@@ -66,53 +66,53 @@ def applied_versions(rows: Rows) -> list[int]:
 def check(migrations: MigrationSet, history: Rows) -> list[Issue]:
     """Every disagreement between disk and history: applied versions first, then
     pending ones, each in version order (the order :func:`plan_migrate` refuses them)."""
-    issues: list[Issue] = []
     applied = applied_versions(history)
-    for version in applied:
-        row = history[version]
-        mig = migrations.get(version)
-        if mig is None:
-            issues.append(Issue(
-                "missing_file", version,
-                f"version {version} ({row.filename}) is applied but its file is missing "
-                f"from the migrations directory", None, row,
-            ))  # fmt: skip
-        elif mig.forward.checksum != row.checksum:
-            issues.append(Issue(
-                "checksum_mismatch", version,
-                f"{mig.forward.path} changed after it was applied (checksum "
-                f"{row.checksum[:12]}… in history, {mig.forward.checksum[:12]}… on disk)",
-                mig.forward.path, row, mig.forward.checksum,
-            ))  # fmt: skip
+    issues = [
+        issue
+        for version in applied
+        if (issue := _applied_issue(history[version], migrations.get(version))) is not None
+    ]
     newest = applied[-1] if applied else None
     for mig in migrations.migrations:
         prev = history.get(mig.version)
-        if prev is not None and prev.status == "completed":
-            continue
-        path = mig.forward.path
-        if prev is not None and prev.interrupted:
-            issues.append(Issue(
-                "resume_required", mig.version,
-                f"migration {mig.version} ({prev.filename}) runs without a transaction and "
-                f"stopped after statement {prev.statements_done} of {prev.statements_total}"
-                + (f" ({prev.error_message})" if prev.error_message else "")
-                + ("; or it is still running (`asyncmig unlock` shows the lock's holder)"
-                   if prev.status == "running" else ""),
-                path, prev, mig.forward.checksum,
-            ))  # fmt: skip
-            if mig.forward.checksum != prev.checksum:
-                issues.append(Issue(
-                    "resume_changed", mig.version,
-                    f"{path} changed since its interrupted run (statements 1–"
-                    f"{prev.statements_done} of the old file stay committed)",
-                    path, prev, mig.forward.checksum,
-                ))  # fmt: skip
-        if newest is not None and mig.version < newest:
-            issues.append(Issue(
-                "out_of_order", mig.version,
-                f"migration {mig.version} ({path.name}) is pending but older than the newest "
-                f"applied version {newest}", path, prev,
-            ))  # fmt: skip
+        if prev is None or prev.status != "completed":
+            issues += _pending_issues(mig, prev, newest)
+    return issues
+
+
+def _applied_issue(row: HistoryRow, mig: Migration | None) -> Issue | None:
+    """An applied version whose file is gone or changed."""
+    v = row.version
+    if mig is None:
+        text = f"version {v} ({row.filename}) is applied but its file is missing from the "
+        return Issue("missing_file", v, text + "migrations directory", None, row)
+    disk = mig.forward
+    if disk.checksum == row.checksum:
+        return None
+    text = f"{disk.path} changed after it was applied (checksum {row.checksum[:12]}… in "
+    text += f"history, {disk.checksum[:12]}… on disk)"
+    return Issue("checksum_mismatch", v, text, disk.path, row, disk.checksum)
+
+
+def _pending_issues(mig: Migration, prev: HistoryRow | None, newest: int | None) -> list[Issue]:
+    """A pending version that stopped half-way (and changed since), or is out of order."""
+    v, path, checksum = mig.version, mig.forward.path, mig.forward.checksum
+    issues: list[Issue] = []
+    if prev is not None and prev.interrupted:
+        text = f"migration {v} ({prev.filename}) runs without a transaction and stopped "
+        text += f"after statement {prev.statements_done} of {prev.statements_total}"
+        if prev.error_message:
+            text += f" ({prev.error_message})"
+        if prev.status == "running":
+            text += "; or it is still running (`asyncmig unlock` shows the lock's holder)"
+        issues.append(Issue("resume_required", v, text, path, prev, checksum))
+        if checksum != prev.checksum:
+            text = f"{path} changed since its interrupted run (statements 1–"
+            text += f"{prev.statements_done} of the old file stay committed)"
+            issues.append(Issue("resume_changed", v, text, path, prev, checksum))
+    if newest is not None and v < newest:
+        text = f"migration {v} ({path.name}) is pending but older than the newest applied "
+        issues.append(Issue("out_of_order", v, text + f"version {newest}", path, prev))
     return issues
 
 
@@ -129,8 +129,11 @@ def issue_error(issue: Issue, history_table: str = "_migrations") -> AsyncmigErr
         return ChecksumMismatchError(
             issue.message + "; revert the edit and put the change in a new migration, or "
             "pass --force to run anyway",
-            version=v, expected=row.checksum, actual=issue.disk_checksum, path=issue.path,
-        )  # fmt: skip
+            version=v,
+            expected=row.checksum,
+            actual=issue.disk_checksum,
+            path=issue.path,
+        )
     if issue.code == "out_of_order":
         return OutOfOrderError(
             issue.message + "; renumber it after the applied ones, or pass --allow-out-of-order",
@@ -149,8 +152,11 @@ def issue_error(issue: Issue, history_table: str = "_migrations") -> AsyncmigErr
             issue.message + "; resuming would skip statements of a different file. Restore "
             f"the file as it was (checksum {row.checksum[:12]}…) and run `asyncmig migrate "
             f"--resume`, or {start_over}.",
-            version=v, expected=row.checksum, actual=issue.disk_checksum, path=issue.path,
-        )  # fmt: skip
+            version=v,
+            expected=row.checksum,
+            actual=issue.disk_checksum,
+            path=issue.path,
+        )
     stopped = (
         f"migration {v} ({row.filename}) runs without a transaction and its last run "
         f"stopped after statement {done} of {row.statements_total}"
@@ -160,8 +166,9 @@ def issue_error(issue: Issue, history_table: str = "_migrations") -> AsyncmigErr
         stopped + f". That run is over (this run holds the migration lock). Fix the "
         f"cause, then run `asyncmig migrate --resume` to continue at statement {done + 1}; "
         f"or {start_over}.",
-        version=v, statements_done=done,
-    )  # fmt: skip
+        version=v,
+        statements_done=done,
+    )
 
 
 def plan_migrate(

@@ -79,10 +79,15 @@ def _seed_error(exc: AsyncmigError, f: SqlFile) -> MigrationError:
     return MigrationError(
         f"seed {f.path.name} failed{where}: {exc.server_message or exc.message}; "
         f"every seed file was rolled back",
-        path=exc.path, line=exc.line, column=exc.column,
-        statement_index=exc.statement_index, sqlstate=exc.sqlstate, detail=exc.detail,
-        hint=exc.hint, server_message=exc.server_message,
-    )  # fmt: skip
+        path=exc.path,
+        line=exc.line,
+        column=exc.column,
+        statement_index=exc.statement_index,
+        sqlstate=exc.sqlstate,
+        detail=exc.detail,
+        hint=exc.hint,
+        server_message=exc.server_message,
+    )
 
 
 async def _roll_back(conn: Conn) -> None:

@@ -310,8 +310,9 @@ class Difference:
             return f"leaves {_quoted(self.label)}"
         if self.kind == "missing":
             return f"removes {_quoted(self.label)}, which was there before"
-        parts = [f"{prop} {_show(after)} (was {_show(before)})" for prop, before, after in
-                 self.changes]  # fmt: skip
+        parts = [
+            f"{prop} {_show(after)} (was {_show(before)})" for prop, before, after in self.changes
+        ]
         return f"leaves {_quoted(self.label)} with " + "; ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
@@ -365,8 +366,15 @@ def diff(before: CatalogSnapshot, after: CatalogSnapshot) -> list[Difference]:
 
 
 def _kind_of(label: str) -> str:
-    for kind in ("materialized view", "partitioned table", "foreign table", "composite type",
-                 "event trigger", "default privileges", "comment"):  # fmt: skip
+    for kind in (
+        "materialized view",
+        "partitioned table",
+        "foreign table",
+        "composite type",
+        "event trigger",
+        "default privileges",
+        "comment",
+    ):
         if label.startswith(kind):
             return kind
     return label.split(" ", 1)[0]

@@ -72,9 +72,11 @@ def build_status(
             )
         )
     return StatusReport(
-        tuple(out), schema=schema, history_exists=bool(rows),
+        tuple(out),
+        schema=schema,
+        history_exists=bool(rows),
         invalid_indexes=tuple(invalid_indexes),
-    )  # fmt: skip
+    )
 
 
 def file_issue(err: MigrationFileError) -> ValidationIssue:
@@ -89,9 +91,14 @@ def file_issue(err: MigrationFileError) -> ValidationIssue:
         "MissingDirectiveError": "missing_directive",
     }.get(type(err).__name__, "file_error")
     return ValidationIssue(
-        "error", code, str(err), None,
-        str(err.path) if err.path else None, err.line, err.column,
-    )  # fmt: skip
+        "error",
+        code,
+        str(err),
+        None,
+        str(err.path) if err.path else None,
+        err.line,
+        err.column,
+    )
 
 
 def history_issues(
@@ -105,7 +112,8 @@ def invalid_index_issues(invalid: Sequence[InvalidIndex]) -> list[ValidationIssu
     """One error per INVALID index: queries do not use it, writes still pay for it."""
     return [
         ValidationIssue(
-            "error", "invalid_index",
+            "error",
+            "invalid_index",
             f"index {i.qualified} on {i.table} is INVALID (a concurrent build failed or was "
             f"cancelled; no build is running now); if a no-transaction migration builds it, "
             f"`asyncmig migrate --resume --rebuild-invalid` drops it concurrently and builds "
@@ -113,7 +121,7 @@ def invalid_index_issues(invalid: Sequence[InvalidIndex]) -> list[ValidationIssu
             f"{i.definition}",
         )
         for i in invalid
-    ]  # fmt: skip
+    ]
 
 
 _REMEDY = {
@@ -127,9 +135,12 @@ _REMEDY = {
 
 def _validation_issue(issue: Issue) -> ValidationIssue:
     return ValidationIssue(
-        "error", issue.code, f"{issue.message}; {_REMEDY[issue.code]}", issue.version,
+        "error",
+        issue.code,
+        f"{issue.message}; {_REMEDY[issue.code]}",
+        issue.version,
         str(issue.path) if issue.path else None,
-    )  # fmt: skip
+    )
 
 
 def _count(mig: Migration | None) -> int | None:

@@ -24,8 +24,20 @@ Yes = Annotated[bool, Parameter(name=("--yes", "-y"))]
 
 
 def register(app: App) -> None:
-    for fn in (migrate, rollback, status, validate, create, reset, seed, dump, restore,
-               unlock, wait, verify_rollbacks):  # fmt: skip
+    for fn in (
+        migrate,
+        rollback,
+        status,
+        validate,
+        create,
+        reset,
+        seed,
+        dump,
+        restore,
+        unlock,
+        wait,
+        verify_rollbacks,
+    ):
         app.command(fn)
 
 
@@ -64,11 +76,16 @@ def migrate(
     """
     ctx.call(
         lambda m: m.migrate(
-            steps=steps, target=target, dry_run=dry_run, atomic=atomic, force=force,
-            allow_out_of_order=allow_out_of_order, resume=resume,
+            steps=steps,
+            target=target,
+            dry_run=dry_run,
+            atomic=atomic,
+            force=force,
+            allow_out_of_order=allow_out_of_order,
+            resume=resume,
             rebuild_invalid=rebuild_invalid,
         )
-    )  # fmt: skip
+    )
     return 0
 
 
@@ -178,9 +195,11 @@ def seed(*, ctx: Ctx) -> int:
     """Run seeds/*.sql, then seeds/<env>/*.sql, in one transaction."""
     env = ctx.settings.environment
     files = ctx.call(lambda m: m.seed(environment=env), live=False)
-    text = f"seeded {len(files)} file{'s' if len(files) != 1 else ''}" if files else (
-        f"no seed files in {ctx.settings.config.seeds_dir}"
-    )  # fmt: skip
+    text = (
+        f"seeded {len(files)} file{'s' if len(files) != 1 else ''}"
+        if files
+        else (f"no seed files in {ctx.settings.config.seeds_dir}")
+    )
     ctx.renderer.result("seeded", text, files=list(files))
     return 0
 
@@ -259,9 +278,10 @@ def wait(*, timeout: str = "5min", interval: str = "1s", ctx: Ctx) -> int:
     ctx.renderer.result(
         "ready",
         f"nothing pending; database at version {current}"
-        if current is not None else "nothing pending",
+        if current is not None
+        else "nothing pending",
         current_version=current,
-    )  # fmt: skip
+    )
     return 0
 
 

@@ -82,12 +82,26 @@ def resolve_options(values: Mapping[str, Any]) -> Settings:
 
     overrides = {
         "dsn": values.get("database_url"),
-        **{k: values.get(k) for k in ("sql_dir", "rollback_dir", "seeds_dir", "schema",
-                                      "lock_timeout", "stale_after", "migration_timeout",
-                                      "wait_for_db", "ddl_lock_timeout", "lock_retries",
-                                      "lock_retry_sleep", "lock_retry_deadline", "batch",
-                                      "lock_retry_wait_last")},
-    }  # fmt: skip
+        **{
+            k: values.get(k)
+            for k in (
+                "sql_dir",
+                "rollback_dir",
+                "seeds_dir",
+                "schema",
+                "lock_timeout",
+                "stale_after",
+                "migration_timeout",
+                "wait_for_db",
+                "ddl_lock_timeout",
+                "lock_retries",
+                "lock_retry_sleep",
+                "lock_retry_deadline",
+                "batch",
+                "lock_retry_wait_last",
+            )
+        },
+    }
     return resolve(overrides, environment=values.get("env"), config_file=values.get("config"))
 
 

@@ -173,9 +173,12 @@ def find_tool(
 def _tool_version(path: Path) -> Version | None:
     try:
         out = subprocess.run(
-            [str(path), "--version"], capture_output=True, text=True, timeout=30,
+            [str(path), "--version"],
+            capture_output=True,
+            text=True,
+            timeout=30,
             stdin=subprocess.DEVNULL,
-        ).stdout  # fmt: skip
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     return _parse_version(out)
@@ -298,10 +301,14 @@ def dump_command(
         tool = find_tool("pg_dump", environ, known=known)
     else:
         tool = choose_tool(
-            "pg_dump", at_least=server[0], prefer=server[0], environ=environ, known=known,
+            "pg_dump",
+            at_least=server[0],
+            prefer=server[0],
+            environ=environ,
+            known=known,
             why=f"the server runs PostgreSQL {_show(server)}, and pg_dump refuses a server "
-                f"newer than itself",
-        ).path  # fmt: skip
+            f"newer than itself",
+        ).path
     target = dsns.parse(dsn)
     argv = [str(tool), "--no-password", "--format=plain", f"--file={_partial(output)}"]
     if schema_only:
@@ -341,14 +348,23 @@ def restore_command(
         tool = find_tool("psql", environ, known=known)
     else:
         tool = choose_tool(
-            "psql", at_least=dumped_by[0], environ=environ, known=known,
+            "psql",
+            at_least=dumped_by[0],
+            environ=environ,
+            known=known,
             why=f"{file} was written by pg_dump {_show(dumped_by)}",
-        ).path  # fmt: skip
+        ).path
     target = dsns.parse(dsn)
     argv = [
-        str(tool), "--no-password", "--no-psqlrc", "--quiet", "--single-transaction",
-        "--set=ON_ERROR_STOP=1", f"--file={file}", f"--dbname={target.conninfo}",
-    ]  # fmt: skip
+        str(tool),
+        "--no-password",
+        "--no-psqlrc",
+        "--quiet",
+        "--single-transaction",
+        "--set=ON_ERROR_STOP=1",
+        f"--file={file}",
+        f"--dbname={target.conninfo}",
+    ]
     return ToolRun(tuple(argv), _env(target))
 
 
@@ -421,8 +437,9 @@ def finish(run: ToolRun, returncode: int, stderr: str) -> None:
         first = text.splitlines()[0] if text else f"{tool} exited with status {returncode}"
         if any(marker in text for marker in _UNREACHABLE_MARKERS) and "ERROR:" not in text:
             raise DatabaseUnreachableError(f"{tool} could not connect: {first}")
-        raise ToolFailedError(f"{tool} failed: {first}", tool=tool, returncode=returncode,
-                              stderr=text)  # fmt: skip
+        raise ToolFailedError(
+            f"{tool} failed: {first}", tool=tool, returncode=returncode, stderr=text
+        )
     if run.output is not None:
         _partial(run.output).replace(run.output)
 

@@ -54,8 +54,9 @@ class _Unused(Mapping[str, str]):
         return 0
 
 
-def load_config(cwd: Path, *, config_file: str | Path | None = None,
-                environment: str | None = None) -> Config:  # fmt: skip
+def load_config(
+    cwd: Path, *, config_file: str | Path | None = None, environment: str | None = None
+) -> Config:
     """The directories, schema and seeds of the CLI's config file (``asyncmig.toml``, else
     ``[tool.asyncmig]`` of ``pyproject.toml``, in ``cwd``; or ``config_file``), with the
     ``ASYNCMIG_SQL_DIR`` & co. variables over it. Its database URL is dropped: tests and
@@ -64,21 +65,28 @@ def load_config(cwd: Path, *, config_file: str | Path | None = None,
 
     from ..cli.settings import resolve
 
-    overrides = {key: os.environ.get(f"ASYNCMIG_{key.upper()}")
-                 for key in ("sql_dir", "rollback_dir", "seeds_dir", "schema")}  # fmt: skip
-    settings = resolve(overrides, environment=environment, config_file=config_file, cwd=cwd,
-                       environ=_Unused())  # fmt: skip
+    overrides = {
+        key: os.environ.get(f"ASYNCMIG_{key.upper()}")
+        for key in ("sql_dir", "rollback_dir", "seeds_dir", "schema")
+    }
+    settings = resolve(
+        overrides, environment=environment, config_file=config_file, cwd=cwd, environ=_Unused()
+    )
     config = settings.config
-    paths = {key: cwd / getattr(config, key) for key in ("sql_dir", "rollback_dir", "seeds_dir")
-             if not Path(getattr(config, key)).is_absolute()}  # fmt: skip
+    paths = {
+        key: cwd / getattr(config, key)
+        for key in ("sql_dir", "rollback_dir", "seeds_dir")
+        if not Path(getattr(config, key)).is_absolute()
+    }
     return dataclasses.replace(config, dsn=None, **paths)
 
 
 class DatabaseFactory:
     """Template-backed databases on the server of ``server_dsn`` for ``config``'s files."""
 
-    def __init__(self, server_dsn: str, config: Config, *, spares: int = 2,
-                 seeds: bool = True) -> None:  # fmt: skip
+    def __init__(
+        self, server_dsn: str, config: Config, *, spares: int = 2, seeds: bool = True
+    ) -> None:
         self.server_dsn = server_dsn
         self.config = config
         self.spares = max(0, spares)
@@ -87,8 +95,9 @@ class DatabaseFactory:
         self.templates: dict[int | None, Template] = {}
         self._live: set[str] = set()
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
-                                        name="asyncmig-testing")  # fmt: skip
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, daemon=True, name="asyncmig-testing"
+        )
         self._thread.start()
         self._pool: asyncpg.Pool | None = None
         self._ready: asyncio.Queue[str | Exception] | None = None

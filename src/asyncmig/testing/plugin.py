@@ -51,12 +51,20 @@ _CONTROLLER_PID = "asyncmig_controller_pid"
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("asyncmig", "asyncmig test databases")
-    group.addoption("--asyncmig-dsn", default=None, metavar="URL",
-                    help=f"PostgreSQL server for test databases (role with CREATEDB); "
-                         f"default ${ENV_DSN}, else an embedded server")  # fmt: skip
-    group.addoption("--asyncmig-config", default=None, metavar="FILE",
-                    help="asyncmig config file (default: asyncmig.toml, else "
-                         "[tool.asyncmig] of pyproject.toml, in the rootdir)")  # fmt: skip
+    group.addoption(
+        "--asyncmig-dsn",
+        default=None,
+        metavar="URL",
+        help=f"PostgreSQL server for test databases (role with CREATEDB); "
+        f"default ${ENV_DSN}, else an embedded server",
+    )
+    group.addoption(
+        "--asyncmig-config",
+        default=None,
+        metavar="FILE",
+        help="asyncmig config file (default: asyncmig.toml, else "
+        "[tool.asyncmig] of pyproject.toml, in the rootdir)",
+    )
     group.addoption(
         "--asyncmig-env",
         default=None,

@@ -43,8 +43,9 @@ from .templates import database_dsn, project_key
 
 __all__ = ["RollbackCheck", "RollbackFinding", "check_rollbacks"]
 
-FindingKind = Literal["not_restored", "rollback_failed", "reapply_failed", "apply_failed",
-                      "no_rollback"]  # fmt: skip
+FindingKind = Literal[
+    "not_restored", "rollback_failed", "reapply_failed", "apply_failed", "no_rollback"
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,10 +88,13 @@ class RollbackCheck:
 
     def summary(self) -> str:
         if self.ok:
-            return (f"every rollback restores the catalog ({len(self.checked)} migration"
-                    f"{'s' if len(self.checked) != 1 else ''} checked)")  # fmt: skip
-        lines = [f"{len(self.findings)} rollback finding(s) in {len(self.checked)} "
-                 f"migration(s) checked:"]  # fmt: skip
+            return (
+                f"every rollback restores the catalog ({len(self.checked)} migration"
+                f"{'s' if len(self.checked) != 1 else ''} checked)"
+            )
+        lines = [
+            f"{len(self.findings)} rollback finding(s) in {len(self.checked)} migration(s) checked:"
+        ]
         lines += [f"  {f.message}" for f in self.findings]
         if self.stopped_at is not None:
             lines.append(f"  (stopped at {self.stopped_at}: later migrations were not checked)")
@@ -144,8 +148,9 @@ async def check_rollbacks(
             await admin.execute(session.drop_database(name))
     finally:
         await admin.close()
-    return RollbackCheck(tuple(checked), tuple(findings), (time.perf_counter() - t0) * 1000,
-                         stopped)  # fmt: skip
+    return RollbackCheck(
+        tuple(checked), tuple(findings), (time.perf_counter() - t0) * 1000, stopped
+    )
 
 
 async def _check(
@@ -193,8 +198,11 @@ async def _check(
             try:
                 await migrator.migrate(target=v)
             except AsyncmigError as exc:
-                finding("reapply_failed", f"{v} cannot be applied again after its rollback "
-                        f"(the rollback left something behind): {exc}")  # fmt: skip
+                finding(
+                    "reapply_failed",
+                    f"{v} cannot be applied again after its rollback "
+                    f"(the rollback left something behind): {exc}",
+                )
                 return checked, findings, v
             async with pool.acquire() as conn:
                 snapshot = await take_snapshot(conn, history_schema=config.schema)

@@ -54,11 +54,20 @@ def start_shared(directory: Path, controller_pid: int) -> str:
         server = PgServer(directory, keep=False)
         server.start(guard=False)
         subprocess.Popen(
-            [sys.executable, "-m", "asyncmig.testing.server", "watch", str(controller_pid),
-             str(directory)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True, close_fds=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "asyncmig.testing.server",
+                "watch",
+                str(controller_pid),
+                str(directory),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            close_fds=True,
+        )
         dsn_file.write_text(server.dsn())
         return server.dsn()
 

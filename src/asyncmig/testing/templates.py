@@ -97,8 +97,7 @@ def project_key(config: Config) -> str:
 def set_hash(config: Config) -> str:
     """12 hex of the asyncmig version, the schema and every file's name and checksum."""
     digest = hashlib.sha256(f"asyncmig {__version__}\0schema {config.schema}\0".encode())
-    dirs = (("sql", config.sql_dir), ("rollback", config.rollback_dir),
-            ("seeds", config.seeds_dir))  # fmt: skip
+    dirs = (("sql", config.sql_dir), ("rollback", config.rollback_dir), ("seeds", config.seeds_dir))
     for label, directory in dirs:
         base = Path(directory)
         if not base.is_dir():
@@ -150,8 +149,9 @@ async def ensure_template(
             await conn.execute(session.drop_database(name))  # a crashed build
             await conn.execute(session.create_database(name))
             try:
-                applied = await _build(database_dsn(server_dsn, name), config, target, seeds,
-                                       on_event)  # fmt: skip
+                applied = await _build(
+                    database_dsn(server_dsn, name), config, target, seeds, on_event
+                )
             except BaseException:
                 with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                     await conn.execute(session.drop_database(name))
@@ -198,8 +198,9 @@ async def _drop_stale(conn: asyncpg.Connection, config: Config, keep: str) -> tu
     return tuple(dropped)
 
 
-async def clone_database(conn: asyncpg.Connection, template: str, name: str | None = None,
-                         prefix: str = TEST_PREFIX) -> str:  # fmt: skip
+async def clone_database(
+    conn: asyncpg.Connection, template: str, name: str | None = None, prefix: str = TEST_PREFIX
+) -> str:
     """``CREATE DATABASE <name> TEMPLATE <template>``; returns the new database's name.
 
     Retried briefly while the template is busy (SQLSTATE 55006: another session is
