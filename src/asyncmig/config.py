@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .dsn import redact
+from .retries import RetryPolicy
 
 __all__ = ["Config"]
 
@@ -52,6 +53,16 @@ class Config:
     @property
     def safe_dsn(self) -> str:
         return redact(self.dsn) if self.dsn else "(pool)"
+
+    def retry_policy(self) -> RetryPolicy:
+        """The lock-retry schedule of a transactional unit (:mod:`asyncmig.retries`)."""
+        return RetryPolicy(
+            lock_timeout=self.ddl_lock_timeout,
+            attempts=max(1, self.lock_retries),
+            sleep=self.lock_retry_sleep,
+            deadline=self.lock_retry_deadline,
+            wait_last=self.lock_retry_wait_last,
+        )
 
     def resolved_dsn(self) -> str | None:
         return self.dsn or os.environ.get("DATABASE_URL") or os.environ.get("ASYNCMIG_DATABASE_URL")

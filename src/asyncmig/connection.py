@@ -1,11 +1,15 @@
-"""Opening the run's dedicated connection: retries, keepalives, and a direct-connection check."""
+"""The run's connections: opening them (retries, keepalives, a direct-connection check),
+and :class:`Connector`, which hands a :class:`~asyncmig.Migrator` its connections from
+its own DSN or from a caller's pool, and gives them back."""
 
 from __future__ import annotations
 
 import random
 import socket
 import time
-from typing import TypeAlias
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any, TypeAlias, TypeVar
 
 import anyio
 import asyncpg
@@ -16,7 +20,9 @@ from .config import Config
 from .dsn import redact, scrub
 from .errors import ConfigError, ConnectionPoolingError, DatabaseUnreachableError
 
-__all__ = ["Conn", "check_direct", "client_keepalive", "open_connection"]
+__all__ = ["Conn", "Connector", "check_direct", "client_keepalive", "open_connection"]
+
+T = TypeVar("T")
 
 # The run's connection: its own, or one taken from the caller's pool.
 Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
@@ -150,3 +156,79 @@ async def check_direct(conn: Conn) -> int:
             f"Connect to PostgreSQL directly, or through a session-pooled port."
         )
     return pid
+
+
+class Connector:
+    """Where a Migrator's connections come from: its own DSN, or a caller's ``pool`` (which
+    needs room for two: the run's dedicated connection and the heartbeat's)."""
+
+    def __init__(self, config: Config, pool: asyncpg.Pool | None = None) -> None:
+        self.config = config
+        self.pool = pool
+
+    @asynccontextmanager
+    async def connection(self, purpose: str = "") -> AsyncIterator[Conn]:
+        """The run's connection, closed (or given back to the pool) on every exit."""
+        if self.pool is not None:
+            if self.pool.get_max_size() < 2:
+                raise ConfigError("the asyncpg pool needs max_size >= 2 (run + heartbeat)")
+            pooled = await self.pool.acquire()
+            try:
+                yield pooled
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await self.pool.release(pooled)
+            return
+        conn = await open_connection(self.config, purpose=purpose)
+        try:
+            yield conn
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5) as scope:
+                await conn.close()
+            if scope.cancelled_caught:
+                conn.terminate()
+
+    @asynccontextmanager
+    async def opened_while(self, work: Callable[[], T]) -> AsyncIterator[tuple[T, Conn]]:
+        """Run ``work`` (reading and splitting files) in a worker thread while the
+        connection opens: both take milliseconds that need not add up. An error of
+        ``work`` wins: it is raised, the connection attempt cancelled."""
+        box: dict[str, Any] = {}
+        async with AsyncExitStack() as stack:
+            async with anyio.create_task_group() as tg:
+
+                async def run() -> None:
+                    try:
+                        box["result"] = await anyio.to_thread.run_sync(work)
+                    except Exception as exc:  # raised below, outside the task group
+                        box["work_error"] = exc
+                        tg.cancel_scope.cancel()
+
+                tg.start_soon(run)
+                try:
+                    box["conn"] = await stack.enter_async_context(self.connection())
+                except Exception as exc:
+                    box["conn_error"] = exc
+            for key in ("work_error", "conn_error"):
+                if key in box:
+                    raise box[key]
+            yield box["result"], box["conn"]
+
+    async def connect_side(self) -> Conn:
+        """The heartbeat's connection (no waiting for the database: the run has one)."""
+        if self.pool is not None:
+            return await self.pool.acquire()
+        return await open_connection(self.config.with_(wait_for_db=0.0), purpose="heartbeat")
+
+    async def release_side(self, conn: Conn, broken: bool = False) -> None:
+        """Give the heartbeat's connection back; a ``broken`` one (failed or hung) is
+        ended at once, never reused or closed politely over a dead socket."""
+        if broken:
+            conn.terminate()
+        if self.pool is not None and isinstance(conn, PoolConnectionProxy):
+            await self.pool.release(conn)
+            return
+        try:
+            await conn.close(timeout=2)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+            conn.terminate()

@@ -17,19 +17,20 @@ in one process (different schemas or databases, or racing on the same one).
 
 from __future__ import annotations
 
+import inspect
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 import asyncpg
-from asyncpg.pool import PoolConnectionProxy
 
 from . import indexes
 from .config import Config
-from .connection import Conn, check_direct, open_connection
+from .connection import Conn, Connector, check_direct
 from .errors import (
     AsyncmigError,
     ConfigError,
@@ -37,21 +38,10 @@ from .errors import (
     LockHolder,
     MigrationError,
     PendingTimeoutError,
-    ResumeRequiredError,
 )
-from .events import (
-    Emitter,
-    Event,
-    EventCallback,
-    Message,
-    PlanItem,
-    RunFinished,
-    RunStarted,
-    StatementPlanned,
-    preview,
-)
+from .events import Emitter, Event, EventCallback, Message, RunFinished, RunStarted
 from .history import History, HistoryRow
-from .loader import MigrationSet, SqlFile, load_migrations, parse_sql_text, scan_migrations
+from .loader import MigrationSet, load_migrations, scan_migrations
 from .lock import (
     LockKey,
     LockPolicy,
@@ -62,13 +52,14 @@ from .lock import (
     lock_key,
     reclaim_by_hand,
 )
-from .planner import (
-    MigratePlan,
-    MigrateStep,
-    RollbackPlan,
-    RollbackStep,
-    plan_migrate,
-    plan_rollback,
+from .planner import MigratePlan, RollbackPlan, plan_migrate, plan_rollback
+from .preflight import (
+    FileChecker,
+    emit_planned,
+    explain_resume,
+    parse_stored,
+    plan_items,
+    rollback_items,
 )
 from .reports import (
     AppliedMigration,
@@ -78,13 +69,10 @@ from .reports import (
     ValidationIssue,
     ValidationReport,
 )
-from .retries import RetryPolicy
 from .runner import Runner
 from .status import build_status, file_issue, history_issues, invalid_index_issues
 
 __all__ = ["Migrator", "migrate"]
-
-T = TypeVar("T")
 
 
 class Migrator:
@@ -108,6 +96,7 @@ class Migrator:
             config = Config(dsn=config)
         self.config = (config or Config()).with_(**overrides)
         self.pool = pool
+        self.connector = Connector(self.config, pool)
         self.on_event = on_event
         self.history = History(self.config.schema)
         self.key: LockKey = lock_key(self.history.qualified_name)
@@ -118,98 +107,38 @@ class Migrator:
     async def __aexit__(self, *exc: object) -> None:
         return None
 
-    # -- plumbing ---------------------------------------------------------------------
+    # -- plumbing (connection.py owns connections; preflight.py the plan's views) ------
 
     def _emitter(self, on_event: EventCallback | None) -> Emitter:
         return Emitter(self.on_event, on_event)
 
-    @asynccontextmanager
-    async def _connection(self, purpose: str = "") -> AsyncIterator[Conn]:
-        if self.pool is not None:
-            if self.pool.get_max_size() < 2:
-                raise ConfigError("the asyncpg pool needs max_size >= 2 (run + heartbeat)")
-            pooled = await self.pool.acquire()
-            try:
-                yield pooled
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await self.pool.release(pooled)
-            return
-        conn = await open_connection(self.config, purpose=purpose)
-        try:
-            yield conn
-        finally:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(5) as scope:
-                await conn.close()
-            if scope.cancelled_caught:
-                conn.terminate()
-
-    @asynccontextmanager
-    async def _loaded_connection(
-        self, *, lazy: bool = False, reader: Callable[[], MigrationSet] | None = None
-    ) -> AsyncIterator[tuple[MigrationSet, Conn]]:
-        """Read and split the files while the connection opens (both take milliseconds
-        that need not add up). A file error wins: it is raised, the connection attempt
-        cancelled, and nothing is read or written."""
-        box: dict[str, Any] = {}
-        async with AsyncExitStack() as stack:
-            async with anyio.create_task_group() as tg:
-
-                async def load() -> None:
-                    try:
-                        box["migrations"] = await anyio.to_thread.run_sync(
-                            reader or (lambda: self._load(lazy))
-                        )
-                    except Exception as exc:  # raised below, outside the task group
-                        box["load_error"] = exc
-                        tg.cancel_scope.cancel()
-
-                tg.start_soon(load)
-                try:
-                    box["conn"] = await stack.enter_async_context(self._connection())
-                except Exception as exc:
-                    box["conn_error"] = exc
-            for key in ("load_error", "conn_error"):
-                if key in box:
-                    raise box[key]
-            yield box["migrations"], box["conn"]
+    def _connection(self, purpose: str = "") -> AbstractAsyncContextManager[Conn]:
+        return self.connector.connection(purpose)
 
     async def _connect_extra(self) -> Conn:
-        if self.pool is not None:
-            return await self.pool.acquire()
-        return await open_connection(self.config.with_(wait_for_db=0.0), purpose="heartbeat")
+        return await self.connector.connect_side()
 
     async def _release_extra(self, conn: Conn, broken: bool = False) -> None:
-        """Give the heartbeat's connection back; a ``broken`` one (failed or hung) is
-        ended at once, never reused or closed politely over a dead socket."""
-        if broken:
-            conn.terminate()
-        if self.pool is not None and isinstance(conn, PoolConnectionProxy):
-            await self.pool.release(conn)
-            return
-        try:
-            await conn.close(timeout=2)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
-            conn.terminate()
-
-    def _runner(
-        self, conn: Conn, emit: Emitter, progress: Progress, *, rebuild_invalid: bool = False
-    ) -> Runner:
-        c = self.config
-        return Runner(
-            conn, self.history, emit, progress,
-            migration_timeout=self.config.migration_timeout,
-            fresh=lambda: self._connection("settle"), batch=self.config.batch,
-            retry=RetryPolicy(
-                lock_timeout=c.ddl_lock_timeout, attempts=max(1, c.lock_retries),
-                sleep=c.lock_retry_sleep, deadline=c.lock_retry_deadline,
-                wait_last=c.lock_retry_wait_last,
-            ),
-            rebuild_invalid=rebuild_invalid,
-        )  # fmt: skip
+        await self.connector.release_side(conn, broken)
 
     def _load(self, lazy: bool = False) -> MigrationSet:
         return load_migrations(self.config.sql_dir, self.config.rollback_dir, lazy=lazy)
+
+    def _runner(
+        self, conn: Conn, emit: Emitter, progress: Progress, rebuild_invalid: bool = False
+    ) -> Runner:
+        c = self.config
+        return Runner(
+            conn,
+            self.history,
+            emit,
+            progress,
+            migration_timeout=c.migration_timeout,
+            fresh=lambda: self._connection("settle"),
+            batch=c.batch,
+            retry=c.retry_policy(),
+            rebuild_invalid=rebuild_invalid,
+        )
 
     def _locked(
         self, conn: Conn, emit: Callable[[Event], Awaitable[None]]
@@ -242,7 +171,7 @@ class Migrator:
         _check_steps(steps)
         t_start = time.perf_counter()
         emit = self._emitter(on_event)
-        async with self._loaded_connection() as (migrations, conn):
+        async with self.connector.opened_while(self._load) as (migrations, conn):
             for text in migrations.notices:
                 await emit(Message(level="notice", text=text))
             for text in migrations.warnings:
@@ -250,10 +179,17 @@ class Migrator:
 
             def plan(rows: dict[int, HistoryRow], locked: bool = True) -> MigratePlan:
                 return plan_migrate(
-                    migrations, rows, steps=steps, target=target, force=force,
-                    allow_out_of_order=allow_out_of_order, resume=resume, atomic=atomic,
-                    locked=locked, history_table=self.history.qualified_name,
-                )  # fmt: skip
+                    migrations,
+                    rows,
+                    steps=steps,
+                    target=target,
+                    force=force,
+                    allow_out_of_order=allow_out_of_order,
+                    resume=resume,
+                    atomic=atomic,
+                    locked=locked,
+                    history_table=self.history.qualified_name,
+                )
 
             await check_direct(conn)
             rows = await self.history.rows(conn) or {}
@@ -266,16 +202,18 @@ class Migrator:
                     text = issue.message + "; a real run decides under the lock (--resume)"
                     await emit(Message(level="warning", text=text))
             if not pending or dry_run:
-                await emit(RunStarted(operation="migrate", plan=_plan_items(pending),
-                                      dry_run=dry_run, atomic=atomic))  # fmt: skip
-                if dry_run:
-                    await self._emit_dry_run(pending, emit)
-                await emit(RunFinished(operation="migrate", duration_ms=_ms(t_start),
-                                       dry_run=dry_run))  # fmt: skip
-                return MigrateReport(
-                    planned=tuple(s.migration.version for s in pending), dry_run=dry_run,
-                    duration_ms=_ms(t_start),
-                )  # fmt: skip
+                items = plan_items(pending)
+                await emit(
+                    RunStarted(operation="migrate", plan=items, dry_run=dry_run, atomic=atomic)
+                )
+                for step in pending if dry_run else ():
+                    mig = step.migration
+                    await emit_planned(emit, mig.version, mig.forward.statements, step.resume_from)
+                await emit(
+                    RunFinished(operation="migrate", duration_ms=_ms(t_start), dry_run=dry_run)
+                )
+                planned = tuple(s.migration.version for s in pending)
+                return MigrateReport(planned=planned, dry_run=dry_run, duration_ms=_ms(t_start))
 
             applied: list[AppliedMigration] = []
             waited = 0.0
@@ -286,14 +224,15 @@ class Migrator:
                     rows = await self.history.rows(conn) or {}
                     # the leader may have applied them meanwhile, or died half-way; the
                     # --atomic and no-transaction checks apply to this plan too
-                    pending = await _explain_resume(
+                    pending = await explain_resume(
                         conn, self.history, migrations, lambda r: plan(r).steps, rows
                     )
                     if not rebuild_invalid:
                         again = [s for s in pending if s.resume_from or s.migration.version in rows]
                         await indexes.refuse_invalid(conn, self.history, again, resume=resume)
-                    await emit(RunStarted(operation="migrate", plan=_plan_items(pending),
-                                          atomic=atomic))  # fmt: skip
+                    await emit(
+                        RunStarted(operation="migrate", plan=plan_items(pending), atomic=atomic)
+                    )
                     async with self._runner(
                         conn, emit, progress, rebuild_invalid=rebuild_invalid
                     ) as runner:
@@ -306,27 +245,20 @@ class Migrator:
                             raise
             except AsyncmigError:
                 with anyio.CancelScope(shield=True):
-                    await emit(RunFinished(operation="migrate",
-                                           applied=tuple(a.version for a in applied),
-                                           duration_ms=_ms(t_start), ok=False))  # fmt: skip
+                    done, ms = tuple(a.version for a in applied), _ms(t_start)
+                    await emit(
+                        RunFinished(operation="migrate", applied=done, duration_ms=ms, ok=False)
+                    )
                 raise
-            await emit(RunFinished(operation="migrate", applied=tuple(a.version for a in applied),
-                                   duration_ms=_ms(t_start)))  # fmt: skip
+            done, ms = tuple(a.version for a in applied), _ms(t_start)
+            await emit(RunFinished(operation="migrate", applied=done, duration_ms=ms))
             return MigrateReport(
-                applied=tuple(applied), planned=tuple(a.version for a in applied),
-                duration_ms=_ms(t_start), lock_waited_s=waited, took_lock=True,
-            )  # fmt: skip
-
-    async def _emit_dry_run(
-        self, steps: tuple[MigrateStep, ...], emit: Callable[[Event], Awaitable[None]]
-    ) -> None:
-        for step in steps:
-            sts = step.migration.forward.statements
-            for i, st in enumerate(sts[step.resume_from :], step.resume_from + 1):
-                await emit(StatementPlanned(
-                    version=step.migration.version, index=i, total=len(sts), line=st.line,
-                    column=st.column, keyword=st.keyword, preview=preview(st.text),
-                ))  # fmt: skip
+                applied=tuple(applied),
+                planned=done,
+                duration_ms=ms,
+                lock_waited_s=waited,
+                took_lock=True,
+            )
 
     # -- rollback ---------------------------------------------------------------------
 
@@ -344,40 +276,29 @@ class Migrator:
         t_start = time.perf_counter()
         emit = self._emitter(on_event)
 
-        def items(sel: tuple[RollbackStep, ...]) -> tuple[PlanItem, ...]:
-            return tuple(
-                PlanItem(s.version, s.name, s.filename, len(s.sql.statements),
-                         s.sql.directives.transactional, "down")
-                for s in sel
-            )  # fmt: skip
-
         # A rollback needs the rollback files of the versions it undoes, not the forward
         # files: load lazily, check only the selection (before the lock).
-        async with self._loaded_connection(lazy=True) as (migrations, conn):
-            checked = _Checker(emit)
+        async with self.connector.opened_while(partial(self._load, True)) as (migrations, conn):
+            checked = FileChecker(emit)
 
             def plan(rows: dict[int, HistoryRow]) -> RollbackPlan:
-                return plan_rollback(migrations, rows, _parse_stored, steps=steps, to=to, all=all)
+                return plan_rollback(migrations, rows, parse_stored, steps=steps, to=to, all=all)
 
             await check_direct(conn)
             rows = await self.history.rows(conn) or {}
             selected = plan(rows).steps
             await checked([s.sql for s in selected])
             if not selected or dry_run:
-                await emit(RunStarted(operation="rollback", plan=items(selected),
-                                      dry_run=dry_run))  # fmt: skip
-                if dry_run:
-                    for s in selected:
-                        for i, st in enumerate(s.sql.statements, 1):
-                            await emit(StatementPlanned(
-                                version=s.version, index=i, total=len(s.sql.statements),
-                                line=st.line, column=st.column, keyword=st.keyword,
-                                preview=preview(st.text),
-                            ))  # fmt: skip
-                await emit(RunFinished(operation="rollback", duration_ms=_ms(t_start),
-                                       dry_run=dry_run))  # fmt: skip
-                return RollbackReport(planned=tuple(s.version for s in selected),
-                                      dry_run=dry_run, duration_ms=_ms(t_start))  # fmt: skip
+                await emit(
+                    RunStarted(operation="rollback", plan=rollback_items(selected), dry_run=dry_run)
+                )
+                for s in selected if dry_run else ():
+                    await emit_planned(emit, s.version, s.sql.statements)
+                await emit(
+                    RunFinished(operation="rollback", duration_ms=_ms(t_start), dry_run=dry_run)
+                )
+                planned = tuple(s.version for s in selected)
+                return RollbackReport(planned=planned, dry_run=dry_run, duration_ms=_ms(t_start))
             done: list[AppliedMigration] = []
             try:
                 async with self._locked(conn, emit) as progress:
@@ -387,21 +308,22 @@ class Migrator:
                     await checked([s.sql for s in selected])
                     for text in result.warnings:
                         await emit(Message(level="warning", text=text))
-                    await emit(RunStarted(operation="rollback", plan=items(selected)))
+                    await emit(RunStarted(operation="rollback", plan=rollback_items(selected)))
                     async with self._runner(conn, emit, progress) as runner:
                         done = runner.done  # earlier groups stay rolled back if one fails
                         await runner.rollback(selected)
             except AsyncmigError:
                 with anyio.CancelScope(shield=True):
-                    await emit(RunFinished(operation="rollback",
-                                           rolled_back=tuple(d.version for d in done),
-                                           duration_ms=_ms(t_start), ok=False))  # fmt: skip
+                    undone, ms = tuple(d.version for d in done), _ms(t_start)
+                    await emit(
+                        RunFinished(
+                            operation="rollback", rolled_back=undone, duration_ms=ms, ok=False
+                        )
+                    )
                 raise
-            await emit(RunFinished(operation="rollback",
-                                   rolled_back=tuple(d.version for d in done),
-                                   duration_ms=_ms(t_start)))  # fmt: skip
-            return RollbackReport(rolled_back=tuple(done), planned=tuple(d.version for d in done),
-                                  duration_ms=_ms(t_start))  # fmt: skip
+            undone, ms = tuple(d.version for d in done), _ms(t_start)
+            await emit(RunFinished(operation="rollback", rolled_back=undone, duration_ms=ms))
+            return RollbackReport(rolled_back=tuple(done), planned=undone, duration_ms=ms)
 
     def stream(self, operation: str, /, **kwargs: Any) -> Any:
         """``async with m.stream("migrate", steps=1) as events: async for e in events``.
@@ -433,7 +355,7 @@ class Migrator:
         def scan() -> MigrationSet:
             return scan_migrations(self.config.sql_dir, self.config.rollback_dir, lazy=True)[0]
 
-        async with self._loaded_connection(reader=scan) as (migrations, conn):
+        async with self.connector.opened_while(scan) as (migrations, conn):
             rows = await self.history.rows(conn)
             invalid = await self.history.invalid_indexes(conn)
             return await anyio.to_thread.run_sync(
@@ -501,73 +423,6 @@ class Migrator:
         return tuple(str(f.path) for f in files)
 
 
-class _Checker:
-    """Split and check a plan's files in a worker thread, before anything runs, and
-    emit each file's notices once (lazy loading defers both to here)."""
-
-    def __init__(self, emit: Emitter) -> None:
-        self._emit = emit
-        self._seen: set[Path] = set()
-
-    async def __call__(self, files: Sequence[SqlFile]) -> None:
-        await anyio.to_thread.run_sync(_check_all, files)
-        for f in files:
-            if f.path in self._seen:
-                continue
-            self._seen.add(f.path)
-            for text in f.notices:
-                await self._emit(Message(level="notice", text=text))
-
-
-def _check_all(files: Sequence[SqlFile]) -> None:
-    for f in files:
-        f.check()
-
-
-def _parse_stored(text: str, label: str) -> SqlFile:
-    return parse_sql_text(text, Path(label))
-
-
-async def _explain_resume(
-    conn: Conn,
-    history: History,
-    migrations: MigrationSet,
-    plan: Callable[[dict[int, HistoryRow]], tuple[MigrateStep, ...]],
-    rows: dict[int, HistoryRow],
-) -> tuple[MigrateStep, ...]:
-    """Plan under the lock; a stop for ``--resume`` also names the INVALID indexes that
-    the stopped migration builds (a failed concurrent build; its runner is dead: this
-    run holds the lock) and the flag that rebuilds them."""
-    try:
-        return plan(rows)
-    except ResumeRequiredError as exc:
-        mig = migrations.get(exc.version) if exc.version is not None else None
-        found = await indexes.invalid_in(conn, history, mig.forward) if mig else []
-        if not found:
-            raise
-        names = list(dict.fromkeys(idx.qualified for _, idx in found))
-        raise ResumeRequiredError(
-            exc.message
-            + f" Index {', '.join(names)} that it builds is INVALID (a failed concurrent "
-            + "build): `asyncmig migrate --resume --rebuild-invalid` drops it concurrently "
-            + "and builds it again.",
-            version=exc.version or 0,
-            statements_done=exc.statements_done,
-            invalid_indexes=names,
-        ) from None
-
-
-def _plan_items(steps: tuple[MigrateStep, ...]) -> tuple[PlanItem, ...]:
-    return tuple(
-        PlanItem(
-            s.migration.version, s.migration.name, s.migration.filename,
-            len(s.migration.forward.statements), s.migration.forward.directives.transactional,
-            "up", s.resume_from,
-        )
-        for s in steps
-    )  # fmt: skip
-
-
 def _check_steps(steps: int | None) -> None:
     if steps is not None and steps < 1:
         raise ConfigError(
@@ -595,12 +450,10 @@ async def migrate(
     ``options`` are :class:`Config` fields (``schema``, ``stale_after``, …) or
     :meth:`Migrator.migrate` arguments (``target``, ``steps``, ``dry_run``, …).
     """
-    run_args = {
-        k: options.pop(k)
-        for k in ("steps", "target", "dry_run", "atomic", "force", "allow_out_of_order",
-                  "resume", "rebuild_invalid")
-        if k in options
-    }  # fmt: skip
-    m = Migrator(dsn, pool=pool, sql_dir=sql_dir, rollback_dir=rollback_dir,
-                 lock_timeout=lock_timeout, **options)  # fmt: skip
+    run_args = {k: options.pop(k) for k in _RUN_ARGS if k in options}
+    options.update(sql_dir=sql_dir, rollback_dir=rollback_dir, lock_timeout=lock_timeout)
+    m = Migrator(dsn, pool=pool, **options)
     return await m.migrate(on_event=on_event, **run_args)
+
+
+_RUN_ARGS = inspect.signature(Migrator.migrate).parameters.keys() - {"self", "on_event"}
