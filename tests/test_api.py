@@ -6,6 +6,7 @@ import dataclasses
 import inspect
 import json
 import time
+import typing
 from pathlib import Path
 
 import asyncpg
@@ -33,11 +34,26 @@ def test_every_export_resolves_and_nothing_public_is_missing() -> None:
             if obj.__module__ != module.__name__:
                 continue
             if issubclass(obj, errors.AsyncmigError) or (
-                issubclass(obj, events.Event) and obj is not events.Event
+                issubclass(obj, events.EventBase) and obj is not events.EventBase
             ):
                 assert name in asyncmig.__all__, f"{module.__name__}.{name} is not exported"
     with pytest.raises(AttributeError):
         _ = asyncmig.not_a_thing  # type: ignore[attr-defined]
+
+
+def test_event_union_is_every_concrete_event_class() -> None:
+    """asyncmig.Event is the union of exactly the event classes that have a JSON name of
+    their own (so a renderer's assert_never covers each one the engine can emit)."""
+    concrete = set()
+    todo = [events.EventBase]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            todo.append(sub)
+            # (slots=True makes a new class: the module's is the one that is emitted)
+            if "name" in vars(sub) and getattr(events, sub.__name__, None) is sub:
+                concrete.add(sub)
+    assert set(typing.get_args(asyncmig.Event)) == concrete
+    assert isinstance(events.Message(level="info", text="x"), asyncmig.Event)
 
 
 def test_error_tree_and_exit_codes() -> None:

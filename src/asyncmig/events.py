@@ -1,7 +1,9 @@
 """Typed, immutable events a run emits, in the order they happen.
 
 Every event is a frozen dataclass with a ``ts`` (UTC) and a stable ``event`` name used
-in JSON lines (``to_dict()`` / ``to_json()``). Renderers ``match`` on the classes::
+in JSON lines (``to_dict()`` / ``to_json()``). :data:`Event` is the union of these
+classes (their base is :class:`EventBase`), so a renderer's ``match`` ends in
+``case _: assert_never(event)`` and mypy says which event it forgot::
 
     RunStarted            operation, plan (PlanItem...), dry_run
     LockWaiting           holder (LockHolder or None), waited_s          (every few seconds)
@@ -30,13 +32,14 @@ import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeAlias
 
 from .models import Blocker, LockHolder
 
 __all__ = [
     "Emitter",
     "Event",
+    "EventBase",
     "EventCallback",
     "LockAcquired",
     "LockReclaimed",
@@ -66,8 +69,8 @@ def _now() -> datetime:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Event:
-    """Base class: every event has a timestamp and a JSON name."""
+class EventBase:
+    """What every event has: a timestamp and a JSON name. Annotate with :data:`Event`."""
 
     name: ClassVar[str] = "event"
     ts: datetime = field(default_factory=_now)
@@ -94,9 +97,6 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
     return value
-
-
-EventCallback = Callable[[Event], Awaitable[None] | None]
 
 
 class Emitter:
@@ -143,7 +143,7 @@ class PlanItem:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RunStarted(Event):
+class RunStarted(EventBase):
     name: ClassVar[str] = "run_started"
     operation: Operation
     plan: tuple[PlanItem, ...]
@@ -152,34 +152,34 @@ class RunStarted(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class LockWaiting(Event):
+class LockWaiting(EventBase):
     name: ClassVar[str] = "lock_waiting"
     holder: LockHolder | None
     waited_s: float
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class LockAcquired(Event):
+class LockAcquired(EventBase):
     name: ClassVar[str] = "lock_acquired"
     waited_s: float
     backend_pid: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class LockReclaimed(Event):
+class LockReclaimed(EventBase):
     name: ClassVar[str] = "lock_reclaimed"
     holder: LockHolder
     heartbeat_age_s: float
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class LockReleased(Event):
+class LockReleased(EventBase):
     name: ClassVar[str] = "lock_released"
     held_s: float
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class MigrationStarted(Event):
+class MigrationStarted(EventBase):
     name: ClassVar[str] = "migration_started"
     version: int
     migration: str
@@ -190,7 +190,7 @@ class MigrationStarted(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class _StatementEvent(Event):
+class _StatementEvent(EventBase):
     version: int
     index: int  # 1-based
     total: int
@@ -240,7 +240,7 @@ class StatementProgress(_StatementEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class LockRetry(Event):
+class LockRetry(EventBase):
     """A transactional unit (or a no-transaction statement) was not granted a lock
     within its DDL lock timeout (SQLSTATE 55P03): it rolled back and runs again after
     ``sleep_s``. ``blockers`` are the sessions that held it up."""
@@ -257,7 +257,7 @@ class LockRetry(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ServerNotice(Event):
+class ServerNotice(EventBase):
     name: ClassVar[str] = "server_notice"
     version: int | None
     severity: str
@@ -267,14 +267,14 @@ class ServerNotice(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Message(Event):
+class Message(EventBase):
     name: ClassVar[str] = "message"
     level: Literal["info", "notice", "warning", "error"]
     text: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class MigrationFinished(Event):
+class MigrationFinished(EventBase):
     name: ClassVar[str] = "migration_finished"
     version: int
     migration: str
@@ -284,7 +284,7 @@ class MigrationFinished(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class MigrationFailed(Event):
+class MigrationFailed(EventBase):
     name: ClassVar[str] = "migration_failed"
     version: int
     migration: str
@@ -294,7 +294,7 @@ class MigrationFailed(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RunFinished(Event):
+class RunFinished(EventBase):
     name: ClassVar[str] = "run_finished"
     operation: Operation
     applied: tuple[int, ...] = ()
@@ -302,6 +302,28 @@ class RunFinished(Event):
     duration_ms: float = 0.0
     dry_run: bool = False
     ok: bool = True
+
+
+# Every event a run emits: renderers match on it exhaustively (mypy checks assert_never).
+Event: TypeAlias = (
+    RunStarted
+    | LockWaiting
+    | LockAcquired
+    | LockReclaimed
+    | LockReleased
+    | MigrationStarted
+    | StatementStarted
+    | StatementFinished
+    | StatementPlanned
+    | StatementProgress
+    | LockRetry
+    | ServerNotice
+    | Message
+    | MigrationFinished
+    | MigrationFailed
+    | RunFinished
+)
+EventCallback = Callable[[Event], Awaitable[None] | None]
 
 
 def preview(sql: str, width: int = 80) -> str:

@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, assert_never
 
 from rich.cells import cell_len
 from rich.console import Console
@@ -220,6 +220,8 @@ class RichRenderer(Renderer):
                     self._print(f"[dim]{escape(describe_event(event) or '')}[/]")
             case RunFinished():
                 self._finish(event)
+            case _:
+                assert_never(event)
 
     def _live_line(self, task_id: TaskID, text: str, *, replace: bool = False) -> None:
         """Show ``text`` on a migration's live line, before the running statement's line

@@ -25,19 +25,25 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO, Any, assert_never
 
 from ...durations import format_duration
 from ...events import (
     Event,
     LockAcquired,
+    LockReclaimed,
     LockReleased,
+    LockRetry,
+    LockWaiting,
+    Message,
     MigrationFailed,
     MigrationFinished,
     MigrationStarted,
     RunFinished,
     RunStarted,
+    ServerNotice,
     StatementFinished,
+    StatementPlanned,
     StatementProgress,
     StatementStarted,
 )
@@ -166,6 +172,17 @@ class PlainRenderer(Renderer):
                 self._running = None
                 if ok and not dry and not applied and not back:
                     return  # "nothing to do" was said when the run started
+            case (
+                LockWaiting()
+                | LockReclaimed()
+                | StatementPlanned()
+                | LockRetry()
+                | ServerNotice()
+                | Message()
+            ):
+                pass  # described below, as they are
+            case _:
+                assert_never(event)
         text = describe_event(event, self._order)
         if text is not None:
             self._line(text, ts=event.ts)

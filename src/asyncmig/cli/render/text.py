@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC
-from typing import Any
+from typing import Any, assert_never
 
 from ...durations import format_duration
 from ...errors import AsyncmigError, LockTimeoutError, MigrationError
@@ -158,7 +158,8 @@ def describe_event(event: Event, order: Sequence[int] | None = None) -> str | No
             if not ok:
                 return f"{op}: failed after {took}; {verb} {plural(len(done), 'migration')}{listed}"
             return f"{op}: {verb} {plural(len(done), 'migration')}{listed} in {took}"
-    return None
+        case _:
+            assert_never(event)
 
 
 def bar(percent: float, width: int = 12) -> str:
