@@ -297,18 +297,10 @@ def dump_command(
     """
     if output.exists():
         raise ConfigError(f"{output} already exists; not overwriting it")
-    if server is None:
-        tool = find_tool("pg_dump", environ, known=known)
-    else:
-        tool = choose_tool(
-            "pg_dump",
-            at_least=server[0],
-            prefer=server[0],
-            environ=environ,
-            known=known,
-            why=f"the server runs PostgreSQL {_show(server)}, and pg_dump refuses a server "
-            f"newer than itself",
-        ).path
+    major = server[0] if server else None
+    why = f"the server runs PostgreSQL {_show(server)}" if server else ""
+    why += ", and pg_dump refuses a server newer than itself"
+    tool = _pick("pg_dump", environ, known, at_least=major, prefer=major, why=why)
     target = dsns.parse(dsn)
     argv = [str(tool), "--no-password", "--format=plain", f"--file={_partial(output)}"]
     if schema_only:
@@ -344,16 +336,9 @@ def restore_command(
             dump_version=_show(dumped_by),
             server_version=_show(server),
         )
-    if dumped_by is None:
-        tool = find_tool("psql", environ, known=known)
-    else:
-        tool = choose_tool(
-            "psql",
-            at_least=dumped_by[0],
-            environ=environ,
-            known=known,
-            why=f"{file} was written by pg_dump {_show(dumped_by)}",
-        ).path
+    why = f"{file} was written by pg_dump {_show(dumped_by)}" if dumped_by else ""
+    major = dumped_by[0] if dumped_by else None
+    tool = _pick("psql", environ, known, at_least=major, why=why)
     target = dsns.parse(dsn)
     argv = [
         str(tool),
@@ -442,6 +427,24 @@ def finish(run: ToolRun, returncode: int, stderr: str) -> None:
         )
     if run.output is not None:
         _partial(run.output).replace(run.output)
+
+
+def _pick(
+    name: str,
+    environ: Mapping[str, str] | None,
+    known: Sequence[Path] | None,
+    *,
+    at_least: int | None,
+    prefer: int | None = None,
+    why: str = "",
+) -> Path:
+    """The first ``name`` found when no version matters, else :func:`choose_tool`'s."""
+    if at_least is None:
+        return find_tool(name, environ, known=known)
+    chosen = choose_tool(
+        name, at_least=at_least, prefer=prefer, environ=environ, known=known, why=why
+    )
+    return chosen.path
 
 
 def _partial(output: Path) -> Path:
