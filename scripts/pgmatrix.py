@@ -65,6 +65,15 @@ DEFAULT_TESTS = [
     "tests/test_cli_e2e.py",
     "tests/test_cli_secrets.py",
     "tests/test_pgtools.py",
+    "tests/test_reliability.py",
+    "tests/test_batching.py",
+    "tests/test_lock_retries.py",
+    "tests/test_replicas.py",
+    "tests/test_seeds.py",
+    "tests/test_faults.py",
+    "tests/test_progress.py",
+    "tests/test_invalid_indexes.py",
+    "tests/test_unlock.py",
 ]
 
 
