@@ -51,13 +51,9 @@ from .events import (
     Message,
     MigrationFailed,
     MigrationFinished,
-    MigrationStarted,
-    ServerNotice,
-    StatementFinished,
-    StatementStarted,
-    preview,
 )
 from .failures import Circumstances, Failure, File, describe, typed_error
+from .feed import EventFeed
 from .history import MARK_SQLSTATE, History
 from .loader import SqlFile
 from .lock import Progress
@@ -116,86 +112,17 @@ class Runner:
         self._fresh = fresh
         self._backend_pid = conn.get_server_pid()
         self._backend_start: datetime | None = None
-        self._inbox: list[asyncpg.PostgresLogMessage] = []
-        self._arrived = anyio.Event()
-        self._tracker: Tracker | None = None
-        self._unit_files: Sequence[File] = ()
-        self._current_version: int | None = None
+        self.feed = EventFeed(emit, progress)
         self._prefix = ""  # session and transaction control sent with the next statement
 
-    # -- notices and markers ----------------------------------------------------------
-
-    def _on_notice(self, _conn: object, message: asyncpg.PostgresLogMessage) -> None:
-        self._inbox.append(message)
-        self._arrived.set()
-
-    async def _drain(self) -> None:
-        """Turn what the server said so far into events, in order."""
-        while self._inbox:
-            msg = self._inbox.pop(0)
-            if getattr(msg, "sqlstate", None) == MARK_SQLSTATE:
-                mark = parse_mark(getattr(msg, "message", ""))
-                if mark is not None and self._tracker is not None:
-                    await self._on_mark(*mark)
-                continue
-            await self.emit(
-                ServerNotice(
-                    version=self._current_version,
-                    severity=getattr(msg, "severity", "NOTICE") or "NOTICE",
-                    message=getattr(msg, "message", str(msg)),
-                    detail=getattr(msg, "detail", None),
-                    hint=getattr(msg, "hint", None),
-                )
-            )
-
-    async def _on_mark(self, version: int, k: int, ts: float) -> None:
-        assert self._tracker is not None
-        for kind, j, index, ms in self._tracker.feed(version, k, ts):
-            f = self._unit_files[j]
-            if kind == "file":
-                await self._started(f)
-            elif kind == "done":
-                continue
-            elif kind == "finished":
-                await self._statement_finished(f, index, f.sql.statements[index - 1].keyword, ms)
-            else:
-                await self._statement_started(f, index)
-
-    @contextlib.asynccontextmanager
-    async def _live(self) -> AsyncIterator[None]:
-        """Deliver markers and notices as events while the body waits on the server."""
-
-        done = False
-
-        async def pump() -> None:
-            while not done:
-                await self._arrived.wait()
-                self._arrived = anyio.Event()
-                await self._drain()
-
-        error: BaseException | None = None
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(pump)
-            try:
-                yield
-            except BaseException as exc:  # re-raised below, outside the task group
-                error = exc
-            # The pump finishes what arrived (never cut off between taking a message
-            # and emitting it), then stops.
-            done = True
-            self._arrived.set()
-        if error is not None:
-            raise error
-        await self._drain()
-
     async def __aenter__(self) -> Runner:
-        self.conn.add_log_listener(self._on_notice)
+        self.conn.add_log_listener(self.feed.on_notice)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         if self.conn.is_closed():
             return
-        self.conn.remove_log_listener(self._on_notice)
+        self.conn.remove_log_listener(self.feed.on_notice)
         # The connection goes back (to a pool, to the lock's release) as it came.
         with (
             anyio.CancelScope(shield=True),
@@ -249,7 +176,7 @@ class Runner:
         for index in range(start, len(statements)):
             st = statements[index]
             failure.at(f, index + 1)
-            await self._statement_started(f, index + 1)
+            await self.feed.statement_started(f, index + 1)
             t0 = time.perf_counter()
             if autocommit and not st.no_transaction:
                 status = await self._send_retrying(f, st, failure)
@@ -259,9 +186,9 @@ class Runner:
                 commit = self.history.progress_commit_sql(f.version, index + 1)
                 await self.conn.execute(session.BEGIN + commit if st.no_transaction else commit)
             failure.done = index + 1
-            if self._inbox:
-                await self._drain()
-            await self._statement_finished(f, index + 1, status, _ms(t0))
+            if self.feed.inbox:
+                await self.feed.drain()
+            await self.feed.statement_finished(f, index + 1, status, _ms(t0))
         failure.at(f, None)
 
     async def _send_retrying(self, f: File, st: Statement, failure: Failure) -> str:
@@ -286,28 +213,6 @@ class Runner:
                 await anyio.sleep(pause)
                 failure.attempt += 1
 
-    async def _statement_started(self, f: File, index: int) -> None:
-        st = f.sql.statements[index - 1]
-        text_preview = preview(st.text)
-        self.progress.statement_started(f.version, index, len(f.sql.statements), text_preview)
-        if self.emit.active:
-            await self.emit(
-                StatementStarted(
-                    version=f.version, index=index, total=len(f.sql.statements), line=st.line,
-                    column=st.column, keyword=st.keyword, preview=text_preview,
-                )
-            )  # fmt: skip
-
-    async def _statement_finished(self, f: File, index: int, status: str, ms: float) -> None:
-        self.progress.statement_done()
-        if self.emit.active:
-            await self.emit(
-                StatementFinished(
-                    version=f.version, index=index, total=len(f.sql.statements),
-                    status=status, duration_ms=ms,
-                )
-            )  # fmt: skip
-
     def _deadline_at(self) -> float | None:
         if self.migration_timeout and self.migration_timeout > 0:
             return anyio.current_time() + self.migration_timeout
@@ -319,18 +224,6 @@ class Runner:
         if until is None:
             return anyio.CancelScope()
         return anyio.fail_after(max(0.0, until - anyio.current_time()))
-
-    async def _started(self, f: File) -> None:
-        """A file begins: publish it, emit it."""
-        self._current_version = f.version
-        self.progress.moved_to(f.version)
-        await self.emit(
-            MigrationStarted(
-                version=f.version, migration=f.name, filename=f.filename,
-                statements=len(f.sql.statements), transactional=f.transactional,
-                direction=f.direction,
-            )
-        )  # fmt: skip
 
     async def _finished(self, items: Sequence[AppliedMigration]) -> None:
         self.done.extend(items)
@@ -426,7 +319,7 @@ class Runner:
                 break
             except BaseException as exc:
                 self._prefix = ""
-                self._tracker = None
+                self.feed.tracker = None
                 if self._retryable(exc, failure, t0, files):
                     pause = self.retry.pause(attempt)
                     await self._lock_retry(failure, timeouts, pause)
@@ -467,17 +360,17 @@ class Runner:
         self, failure: Failure, timeouts: Sequence[float | None], pause: float
     ) -> None:
         """Roll the attempt back (quietly: it is not a failure yet) and say so."""
-        seen = len(self._inbox)
+        seen = len(self.feed.inbox)
         with anyio.CancelScope(shield=True), anyio.move_on_after(_CLEANUP_TIMEOUT):
-            if self._inbox:
+            if self.feed.inbox:
                 with _unrecordable():
-                    await self._drain()
-                seen = len(self._inbox)
+                    await self.feed.drain()
+                seen = len(self.feed.inbox)
             try:
                 await self.conn.execute(session.ROLLBACK)
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
                 self.conn.terminate()
-            del self._inbox[seen:]
+            del self.feed.inbox[seen:]
         f = failure.file
         assert f is not None
         await self.emit(
@@ -494,13 +387,10 @@ class Runner:
     ) -> dict[int, float]:
         """Send the unit's messages; each file's server-side duration, by position."""
         segments = build([f.version for f in files], [f.sql for f in files], self.history, timeouts)
-        self._unit_files = files
-        self._tracker = tracker = Tracker(
-            [f.version for f in files], [len(f.sql.statements) for f in files]
-        )
+        tracker = self.feed.follow(files)
         segment = segments[0]
         try:
-            async with self._live():
+            async with self.feed.live():
                 for segment in segments:
                     failure.commit_sent = segment.last
                     await self.conn.execute(segment.text)
@@ -519,7 +409,7 @@ class Runner:
             self._place(exc, segment, tracker, files, failure)
             raise
         finally:
-            self._tracker = None
+            self.feed.tracker = None
         return tracker.durations
 
     def _passed_last_file(self, files: Sequence[File], tracker: Tracker) -> bool:
@@ -527,7 +417,7 @@ class Runner:
         if tracker.durations.get(len(files) - 1) is not None:
             return True
         end = (last.version, len(last.sql.statements) + 1)
-        for msg in self._inbox:  # arrived, not yet turned into events
+        for msg in self.feed.inbox:  # arrived, not yet turned into events
             mark = parse_mark(getattr(msg, "message", ""))
             if getattr(msg, "sqlstate", None) == MARK_SQLSTATE and mark and mark[:2] == end:
                 return True
@@ -558,7 +448,7 @@ class Runner:
         self._prefix = session.RESET + session.BEGIN
         for f, lock_timeout in zip(files, timeouts, strict=True):
             t0 = time.perf_counter()
-            await self._started(f)
+            await self.feed.started(f)
             d = f.sql.directives
             self._prefix += session.timeouts(lock_timeout, d.statement_timeout, local=True)
             await self._run_statements(f, 0, failure)
@@ -591,7 +481,7 @@ class Runner:
         """The fate of the unit whose COMMIT was sent: ``"committed"``, ``"aborted"``,
         or None when it cannot be known now. Its history rows tell, once this session
         no longer runs it (nobody else writes them: this run holds the lock)."""
-        seen = len(self._inbox)
+        seen = len(self.feed.inbox)
         with anyio.CancelScope(shield=True):
             try:
                 if not self.conn.is_closed():
@@ -603,7 +493,7 @@ class Runner:
                     self.conn.terminate()
                 return await self._settle_elsewhere(files)
             finally:
-                del self._inbox[seen:]  # "no transaction in progress" is not the user's
+                del self.feed.inbox[seen:]  # "no transaction in progress" is not the user's
         return None  # (the shielded scope cannot swallow what it does not catch)
 
     async def _settle_elsewhere(self, files: Sequence[File]) -> str | None:
@@ -637,7 +527,7 @@ class Runner:
         sql = f.sql
         failure = Failure(file=f, done=resume_from)
         t0 = time.perf_counter()
-        await self._started(f)
+        await self.feed.started(f)
         try:
             with self._deadline():
                 await self.conn.execute(session.RESET)
@@ -678,7 +568,7 @@ class Runner:
     async def _rollback_autocommit(self, f: File) -> None:
         failure = Failure(file=f)
         t0 = time.perf_counter()
-        await self._started(f)
+        await self.feed.started(f)
         try:
             with self._deadline():
                 d = f.sql.directives
@@ -718,9 +608,9 @@ class Runner:
         error = typed_error(exc, failure, self._circumstances(), uncertain=uncertain)
         duration = _ms(t0)
         with anyio.CancelScope(shield=True):
-            if self._inbox:  # what the failing statement said before it failed
+            if self.feed.inbox:  # what the failing statement said before it failed
                 with _unrecordable():
-                    await self._drain()
+                    await self.feed.drain()
             if not uncertain and not isinstance(error, LockLostError):
                 await self._rollback_and_record(failure, error, duration)
             await self.emit(
@@ -740,14 +630,14 @@ class Runner:
         f = failure.file
         if f is None or self.conn.is_closed():
             return
-        seen = len(self._inbox)
+        seen = len(self.feed.inbox)
         with anyio.move_on_after(_CLEANUP_TIMEOUT) as scope:
             try:
                 # ROLLBACK also ends an aborted or half-begun transaction; then the
                 # failure is written as the connecting user, from a clean session.
                 await self.conn.execute(session.ROLLBACK)
                 await self.conn.execute(session.RESET)
-                del self._inbox[seen:]
+                del self.feed.inbox[seen:]
                 await self.history.record_failure(
                     self.conn, version=f.version, filename=f.filename,
                     checksum=f.sql.checksum, duration_ms=int(duration),
