@@ -22,7 +22,7 @@ instead, through :attr:`Segment.spans`.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from . import session
@@ -67,10 +67,11 @@ def build(
     lock_timeouts: Sequence[float | None],
     *,
     limit: int = _LIMIT,
-) -> list[Segment]:
+) -> Iterator[Segment]:
     """The messages of a unit of ``files`` (with their ``versions`` and this attempt's
-    ``lock_timeouts``)."""
-    segments: list[Segment] = []
+    ``lock_timeouts``), made one at a time as they are sent: a big file's text is not
+    copied into all its messages at once. The last one (``last``) carries the COMMIT."""
+    ready: list[Segment] = []
     parts: list[str] = []
     spans: list[Span] = []
     size = 0
@@ -82,7 +83,7 @@ def build(
 
     def cut(copy: Span | None = None) -> None:
         nonlocal parts, spans, size
-        segments.append(Segment("".join(parts), spans, copy))
+        ready.append(Segment("".join(parts), spans, copy))
         parts, spans, size = [], [], 0
 
     add(session.RESET + session.BEGIN)
@@ -96,19 +97,21 @@ def build(
             add(history.mark_sql(version, k, first=k == 1) + ";")
             if st.copy_from_stdin:
                 cut(copy=Span(-1, j, k))
-                continue
-            spans.append(Span(size, j, k))
-            add(st.text if st.text.endswith(";") else st.text + ";")
-            if size >= limit or _changes_lexing(st):
-                cut()
+            else:
+                spans.append(Span(size, j, k))
+                add(st.text if st.text.endswith(";") else st.text + ";")
+                if size >= limit or _changes_lexing(st):
+                    cut()
+            while ready:
+                yield ready.pop()
         add(history.mark_sql(version, len(statements) + 1, first=not statements) + ";")
     add(session.OWN_IDENTITY + ";")
     for version in versions:
         add(history.record_sql(version) + ";")
     add(session.COMMIT)
     cut()
-    segments[-1].last = True
-    return segments
+    ready[-1].last = True
+    yield ready.pop()
 
 
 _SETTERS = frozenset({"SET", "RESET", "SELECT", "DO", "CALL"})

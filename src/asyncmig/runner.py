@@ -388,7 +388,7 @@ class Runner:
         """Send the unit's messages; each file's server-side duration, by position."""
         segments = build([f.version for f in files], [f.sql for f in files], self.history, timeouts)
         tracker = self.feed.follow(files)
-        segment = segments[0]
+        segment = Segment("")  # none sent yet
         try:
             async with self.feed.live():
                 for segment in segments:
