@@ -377,7 +377,7 @@ class Runner:
             LockRetry(
                 version=f.version, index=failure.index, attempt=failure.attempt,
                 attempts=self.retry.attempts, lock_timeout_s=max(t or 0.0 for t in timeouts),
-                sleep_s=round(pause, 3), blockers=tuple(getattr(self.progress, "blockers", ())),
+                sleep_s=round(pause, 3), blockers=self.progress.blockers,
                 relation=self.progress.lock_relation,
             )
         )  # fmt: skip

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .connection import Conn
-from .history import History, quote_ident
+from .history import History
 
 __all__ = ["CatalogSnapshot", "Difference", "diff", "take_snapshot"]
 
@@ -330,11 +330,8 @@ async def take_snapshot(conn: Conn, *, history_schema: str | None = "public") ->
     tables: list[str] = []
     functions: list[str] = []
     if history_schema is not None:
-        h = History(history_schema)
-        # History names its own objects (older layouts: the three tables and the guard)
-        tables = list(getattr(h, "own_relations", [h.t_migrations, h.t_log, h.t_locks]))
-        guard = f"{quote_ident(history_schema)}._migrations_log_append_only()"
-        functions = list(getattr(h, "own_functions", [guard]))
+        h = History(history_schema)  # it names its own tables and functions
+        tables, functions = h.own_relations, h.own_functions
 
     bookkeeping = [r[0] for r in await conn.fetch(_BOOKKEEPING, tables, functions)]
     objects: dict[str, dict[str, str]] = {}
