@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -195,6 +195,28 @@ _ROLLBACK_WARNING = (
 # to the migration, raised when the file is used (rollback).
 _RollbackProblems = Literal["error", "warn", "defer"]
 
+# The files that claim one version: (name part, path), in file-name order.
+_Entries = list[tuple[str, Path]]
+
+
+@dataclass(slots=True)
+class _Scan:
+    """One scan's settings and what it found: errors, warnings and notices in file order."""
+
+    lazy: bool
+    rollback_problems: _RollbackProblems
+    errors: list[MigrationFileError] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
+
+    def rollback_problem(self, error: MigrationFileError) -> None:
+        """A rollback file's problem that is not attached to its file: a warning when
+        loading for ``migrate``, else an error."""
+        if self.rollback_problems == "warn":
+            self.warnings.append(str(error) + _ROLLBACK_WARNING)
+        else:
+            self.errors.append(error)
+
 
 def _sql_files(directory: Path) -> list[str]:
     """Names of the candidate files: not dotfiles, regular files, ending in .sql (any case)."""
@@ -229,25 +251,25 @@ def _name_problem(filename: str) -> str:
 
 
 def _index_directory(
-    directory: Path, pattern: re.Pattern[str], rule: str, errors: list[MigrationFileError]
-) -> dict[int, list[tuple[str, Path]]]:
-    found: dict[int, list[tuple[str, Path]]] = {}
+    directory: Path,
+    pattern: re.Pattern[str],
+    rule: str,
+    report: Callable[[MigrationFileError], None],
+) -> dict[int, _Entries]:
+    """The directory's files by version; a misnamed file is reported, not indexed."""
+    found: dict[int, _Entries] = {}
     for filename in _sql_files(directory):
         path = directory / filename
         match = pattern.fullmatch(filename)
         if match is None:
-            errors.append(FileNameError(f"{_name_problem(filename)}; {rule}", path=path))
+            report(FileNameError(f"{_name_problem(filename)}; {rule}", path=path))
             continue
         found.setdefault(int(match["version"]), []).append((match["name"], path))
     return found
 
 
-def _try_load(path: Path, errors: list[MigrationFileError], lazy: bool = False) -> SqlFile | None:
-    try:
-        return load_sql_file(path, lazy=lazy)
-    except MigrationFileError as exc:
-        errors.append(exc)
-        return None
+def _listed(entries: _Entries) -> str:
+    return ", ".join(str(path) for _, path in entries)
 
 
 def scan_migrations(
@@ -260,14 +282,11 @@ def scan_migrations(
     without its rollback) and the errors in file order. A missing ``sql_dir`` is raised,
     not collected: nothing else can be checked.
     """
-    return _scan(Path(sql_dir), rollback_dir, lazy, "error")
+    return _scan(Path(sql_dir), rollback_dir, _Scan(lazy, "error"))
 
 
 def _scan(
-    sql_dir: Path,
-    rollback_dir: Path | str | None,
-    lazy: bool,
-    rollback_problems: _RollbackProblems,
+    sql_dir: Path, rollback_dir: Path | str | None, scan: _Scan
 ) -> tuple[MigrationSet, tuple[MigrationFileError, ...]]:
     if not sql_dir.is_dir():
         raise MigrationFileError(
@@ -276,88 +295,94 @@ def _scan(
             else "not a directory; the migrations directory must be one",
             path=sql_dir,
         )
-    errors: list[MigrationFileError] = []
-    warnings: list[str] = []
-    notices: list[str] = []
-
-    forward = _index_directory(sql_dir, _FORWARD_NAME, _FORWARD_RULE, errors)
-    rollbacks: dict[int, list[tuple[str, Path]]] = {}
-    check_rollbacks = False
+    forward = _index_directory(sql_dir, _FORWARD_NAME, _FORWARD_RULE, scan.errors.append)
+    rollbacks: dict[int, _Entries] = {}
+    searched: Path | None = None  # the rollback directory, when there is one to look in
     if rollback_dir is not None:
         rollback_dir = Path(rollback_dir)
         if rollback_dir.is_dir():
-            name_errors: list[MigrationFileError] = []
-            rollbacks = _index_directory(rollback_dir, _ROLLBACK_NAME, _ROLLBACK_RULE, name_errors)
-            if rollback_problems == "warn":
-                warnings.extend(str(e) + _ROLLBACK_WARNING for e in name_errors)
-            else:
-                errors.extend(name_errors)
-            check_rollbacks = True
+            searched = rollback_dir
+            rollbacks = _index_directory(
+                rollback_dir, _ROLLBACK_NAME, _ROLLBACK_RULE, scan.rollback_problem
+            )
         elif forward:
-            warnings.append(
+            scan.warnings.append(
                 f"{rollback_dir}: rollback directory not found; no migration has a rollback file"
             )
 
     migrations: list[Migration] = []
     for version in sorted(forward):
-        entries = forward[version]
-        loaded = [_try_load(path, errors, lazy) for _, path in entries]
-        if len(entries) > 1:
-            listed = ", ".join(str(path) for _, path in entries)
-            errors.append(
-                DuplicateVersionError(
-                    f"version {version} is used by {len(entries)} files: {listed}; versions "
-                    "compare as integers (001 and 1 are the same version) — renumber all but "
-                    "one",
-                    path=entries[1][1],
-                )
-            )
-            rollbacks.pop(version, None)
-            continue
-        sql_file = loaded[0]
         candidates = rollbacks.pop(version, [])
-        rollback, rollback_ok = _load_rollback(
-            version, entries[0][1], candidates, errors, warnings, lazy, rollback_problems
-        )
-        if not candidates and check_rollbacks:
-            warnings.append(
-                f"{entries[0][1]}: no rollback file for version {version} in {rollback_dir}; "
-                "`asyncmig rollback` will use the SQL stored in history at apply time"
-            )
-        if sql_file is None:
-            continue
-        for file in (sql_file, rollback if rollback_ok else None):
-            if file is None or lazy:  # lazy: notices come with each file once it is used
-                continue
-            notices.extend(file.notices)
-            if not file.statements:
-                warnings.append(
-                    f"{file.path}: no statements"
-                    + ("" if file is rollback else f"; applying it only records version {version}")
-                )
-        migrations.append(Migration(version, entries[0][0], sql_file, rollback))
+        migration = _migration(version, forward[version], candidates, searched, scan)
+        if migration is not None:
+            migrations.append(migration)
 
     for version in sorted(rollbacks):
         for _, path in rollbacks[version]:
-            warnings.append(f"{path}: rollback file without a forward migration {version}_*.sql")
+            scan.warnings.append(
+                f"{path}: rollback file without a forward migration {version}_*.sql"
+            )
 
-    result = MigrationSet(tuple(migrations), tuple(notices), tuple(warnings))
-    return result, tuple(errors)
+    result = MigrationSet(tuple(migrations), tuple(scan.notices), tuple(scan.warnings))
+    return result, tuple(scan.errors)
+
+
+def _migration(
+    version: int,
+    entries: _Entries,
+    candidates: _Entries,
+    rollback_dir: Path | None,
+    scan: _Scan,
+) -> Migration | None:
+    """The version's migration, or None when its forward file is duplicated or broken."""
+    loaded = [_try_load(path, scan) for _, path in entries]
+    if len(entries) > 1:
+        scan.errors.append(
+            DuplicateVersionError(
+                f"version {version} is used by {len(entries)} files: {_listed(entries)}; "
+                "versions compare as integers (001 and 1 are the same version) — renumber "
+                "all but one",
+                path=entries[1][1],
+            )
+        )
+        return None
+    (name, path), sql_file = entries[0], loaded[0]
+    rollback, rollback_ok = _load_rollback(version, path, candidates, scan)
+    if not candidates and rollback_dir is not None:
+        scan.warnings.append(
+            f"{path}: no rollback file for version {version} in {rollback_dir}; "
+            "`asyncmig rollback` will use the SQL stored in history at apply time"
+        )
+    if sql_file is None:
+        return None
+    for file in (sql_file, rollback if rollback_ok else None):
+        if file is None or scan.lazy:  # lazy: notices come with each file once it is used
+            continue
+        scan.notices.extend(file.notices)
+        if not file.statements:
+            scan.warnings.append(
+                f"{file.path}: no statements"
+                + ("" if file is rollback else f"; applying it only records version {version}")
+            )
+    return Migration(version, name, sql_file, rollback)
+
+
+def _try_load(path: Path, scan: _Scan) -> SqlFile | None:
+    try:
+        return load_sql_file(path, lazy=scan.lazy)
+    except MigrationFileError as exc:
+        scan.errors.append(exc)
+        return None
 
 
 def _load_rollback(
-    version: int,
-    forward_path: Path,
-    candidates: list[tuple[str, Path]],
-    errors: list[MigrationFileError],
-    warnings: list[str],
-    lazy: bool,
-    problems: _RollbackProblems,
+    version: int, forward_path: Path, candidates: _Entries, scan: _Scan
 ) -> tuple[SqlFile | None, bool]:
     """The version's rollback file, and whether it loaded cleanly (eager: also checked).
 
-    A problem goes where ``problems`` says. Warned about, a file that could be read is
-    still returned, unchecked, so its text is stored in history as at apply time.
+    A problem goes where ``scan.rollback_problems`` says. Warned about, a file that could
+    be read is still returned, unchecked, so its text is stored in history as at apply
+    time.
     """
     if not candidates:
         return None, False
@@ -365,24 +390,20 @@ def _load_rollback(
     file: SqlFile | None = None
     try:
         if len(candidates) > 1:
-            listed = ", ".join(str(path) for _, path in candidates)
             raise AmbiguousRollbackError(
                 f"{len(candidates)} rollback files for version {version} ({forward_path.name}):"
-                f" {listed}; keep exactly one",
+                f" {_listed(candidates)}; keep exactly one",
                 path=candidates[1][1],
             )
         file = load_sql_file(path, lazy=True)
-        if not lazy:
+        if not scan.lazy:
             file.check()
         return file, True
     except MigrationFileError as exc:
-        if problems == "error":
-            errors.append(exc)
-            return None, False
-        if problems == "warn":
-            warnings.append(str(exc) + _ROLLBACK_WARNING)
-            return file, False
-        return unusable_sql_file(exc.path or path, exc), False
+        if scan.rollback_problems == "defer":
+            return unusable_sql_file(exc.path or path, exc), False
+        scan.rollback_problem(exc)
+        return (file if scan.rollback_problems == "warn" else None), False
 
 
 def load_migrations(
@@ -399,8 +420,8 @@ def load_migrations(
     :attr:`MigrationSet.warnings`; loaded lazily, as ``rollback`` does, it is raised when
     that file is used.
     """
-    problems: _RollbackProblems = "defer" if lazy else "warn"
-    migrations, errors = _scan(Path(sql_dir), rollback_dir, lazy, problems)
+    scan = _Scan(lazy, "defer" if lazy else "warn")
+    migrations, errors = _scan(Path(sql_dir), rollback_dir, scan)
     if errors:
         first = errors[0]
         if len(errors) > 1:
