@@ -47,9 +47,9 @@ from .models import InvalidIndex
 if TYPE_CHECKING:
     from .connection import Conn
     from .events import Emitter
-    from .loader import SqlFile
     from .models import MigrateStep
     from .splitter import Statement
+    from .sqlfile import SqlFile
 
 __all__ = [
     "IndexTarget",

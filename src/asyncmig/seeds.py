@@ -21,9 +21,9 @@ from .connection import Conn
 from .errors import AsyncmigError, DirectiveError, MigrationError
 from .events import Emitter, Event, Message, ServerNotice
 from .history import History
-from .loader import SqlFile, load_sql_file
 from .lock import Progress
 from .runner import Runner
+from .sqlfile import SqlFile, load_sql_file
 
 __all__ = ["load_seeds", "run_seeds"]
 
