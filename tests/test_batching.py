@@ -167,6 +167,36 @@ async def test_markers_survive_client_min_messages_and_search_path_and_stay_hidd
     assert [e.message for e in events if isinstance(e, ServerNotice)] == ["before silence"]
 
 
+async def test_markers_time_statements_even_when_a_file_shadows_the_clock(
+    dsn: str, tmp_path: Path
+) -> None:
+    """A file that defines its own ``clock_timestamp()`` and ``=`` for numerics and puts
+    their schema before ``pg_catalog`` cannot bend the markers: the 0.3 s sleep after it
+    is reported as taking at least 0.25 s, and so is the file in history."""
+    write_tree(
+        tmp_path,
+        {
+            "001_shadow.sql": (
+                "CREATE FUNCTION public.clock_timestamp() RETURNS timestamptz\n"
+                "    LANGUAGE sql AS $$ SELECT timestamptz '2000-01-01' $$;\n"
+                "CREATE FUNCTION public.never(numeric, numeric) RETURNS boolean\n"
+                "    LANGUAGE sql AS $$ SELECT false $$;\n"
+                "CREATE OPERATOR public.= (FUNCTION = public.never,\n"
+                "    LEFTARG = numeric, RIGHTARG = numeric);\n"
+                "SET search_path = public, pg_catalog;\n"
+                "SELECT pg_sleep(0.3);\n"
+            )
+        },
+    )
+    events: list[Event] = []
+    await migrator(dsn, tmp_path).migrate(on_event=events.append)
+    finished = [e for e in events if isinstance(e, StatementFinished)]
+    assert [e.index for e in finished] == [1, 2, 3, 4, 5]
+    assert finished[-1].duration_ms >= 250
+    ms = await fetch(dsn, "SELECT execution_time_ms FROM _migrations WHERE version = 1")
+    assert ms[0][0] >= 250
+
+
 async def test_a_file_that_switches_role_runs_statement_by_statement(
     dsn: str, tmp_path: Path
 ) -> None:
