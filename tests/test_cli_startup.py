@@ -1,5 +1,6 @@
-"""Start-up: ``--help`` and ``migrate`` with global options only answer without importing
-the parser (cyclopts), and answer exactly as the parser would. Speed itself is measured
+"""Start-up: ``--help``, and ``migrate``, ``rollback [--all]`` and ``status`` with global
+options only, answer without importing the parser (cyclopts), and exactly as the parser
+would. Speed itself is measured
 by ``make bench`` (bench/cli.py), not here."""
 
 from __future__ import annotations
@@ -62,6 +63,10 @@ SAME_AS_CYCLOPTS: list[tuple[list[str], dict[str, str]]] = [
     (["--env", "prod", "--config", "x.toml", "--sql-dir", "s", "--rollback-dir", "r",
       "--seeds-dir", "d", "--stale-after", "1min", "--migration-timeout", "0",
       "--wait-for-db", "5s", "migrate"], {}),
+    (["rollback"], {}),
+    (["--database-url", "postgresql://u@h/db", "rollback", "--all"], {}),
+    (["rollback", "--all", "--json"], {"ASYNCMIG_ENV": "ci"}),
+    (["--json", "status"], {"DATABASE_URL": "postgresql://env@h/db"}),
 ]  # fmt: skip
 
 
@@ -73,16 +78,26 @@ def test_fast_path_reads_global_options_as_cyclopts_does(
         monkeypatch.setenv(name, value)
     fast = parse_simple(argv, environ)
     assert fast is not None
-    values, command = fast
+    values, command, own = fast
     _, bound, _ = app.meta.parse_args(argv, exit_on_error=False, print_error=False)
     options = bound.kwargs.get("options") or GlobalOptions()
     assert values == asdict(options)
-    assert command == "migrate"
+    function, inner, ignored = app.parse_args(bound.args, exit_on_error=False, print_error=False)
+    assert function.__name__ == command
+    assert {k: v for k, v in inner.kwargs.items() if k not in ignored} == (
+        {"all_": True} if "--all" in own else {}
+    )
 
 
 STEPS_ASIDE: list[tuple[list[str], dict[str, str]]] = [
     ([], {}),
-    (["status"], {}),
+    (["status", "--exit-code"], {}),
+    (["rollback", "--steps", "1"], {}),
+    (["rollback", "--all", "--all"], {}),
+    (["--all", "rollback"], {}),
+    (["migrate", "--all"], {}),
+    (["rollback", "--yes"], {}),
+    (["validate"], {}),
     (["migrate", "--steps", "1"], {}),
     (["migrate", "--dry-run"], {}),
     (["migrate", "migrate"], {}),
@@ -157,3 +172,35 @@ def test_migrate_with_nothing_pending_runs_without_the_parser(tmp_path: Path, ds
     again = _run_python(code, tmp_path).splitlines()
     assert again[-1] == "exit 0 False"
     assert [line.split(" ", 1)[1] for line in again[:-1]] == ["migrate: nothing to do"]
+
+
+def test_status_and_rollback_all_run_without_the_parser(tmp_path: Path, dsn: str) -> None:
+    """``status`` and ``rollback --all`` with global options only exit 0 without importing
+    cyclopts, and do what the full parser's commands do: status lists both applied
+    versions, rollback undoes both, and status then shows both pending."""
+    tree(tmp_path, SIMPLE, SIMPLE_ROLLBACK)
+
+    def run(*args: str) -> list[str]:
+        code = (
+            "import sys\n"
+            f"sys.argv = ['asyncmig', '--database-url', {dsn!r}, *{list(args)!r}]\n"
+            "from asyncmig.__main__ import main\n"
+            "try:\n"
+            "    main()\n"
+            "except SystemExit as exc:\n"
+            "    print('exit', exc.code, 'cyclopts' in sys.modules)\n"
+        )
+        return _run_python(code, tmp_path).splitlines()
+
+    assert run("migrate")[-1] == "exit 0 False"
+    before = run("status")
+    assert before[-1] == "exit 0 False"
+    back = run("rollback", "--all")
+    assert back[-1] == "exit 0 False"
+    after = run("status")
+    assert after[-1] == "exit 0 False"
+    states = {line.split()[0]: line.split()[2] for line in before[1:3]}
+    assert states == {"1": "applied", "2": "applied"}
+    assert back[-2].split(" ", 1)[1].startswith("rollback: rolled back 2 migrations")
+    assert [line.split()[2:4] for line in after[1:3]] == [["rolled", "back"]] * 2
+    assert after[-2].endswith("nothing applied · 2 pending")

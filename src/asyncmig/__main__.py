@@ -9,7 +9,7 @@ def main() -> None:
     from .cli.launch import fast_run
 
     argv = sys.argv[1:]
-    code = fast_run(argv)  # --help, and migrate with global options only: no parser import
+    code = fast_run(argv)  # --help, migrate, rollback [--all], status: no parser import
     if code is None:
         from .cli.app import run
 

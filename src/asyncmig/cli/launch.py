@@ -8,13 +8,15 @@ cyclopts is imported:
 * ``asyncmig --help`` / ``-h``: the help text pre-rendered into :mod:`._helptext` at 80
   columns (what cyclopts prints on a pipe); ``tests/test_cli_startup.py`` checks that it
   equals cyclopts' own rendering, and ``python -m asyncmig.cli.app`` rewrites it.
-* ``asyncmig [global options] migrate`` with no options of its own: the global options
-  are read here, by the same rules as cyclopts (flag over environment variable, the
-  first listed environment variable wins, booleans spelled ``1/0 yes/no y/n true/false
-  t/f``). Anything else (another command, an unknown token, a value cyclopts might read
-  differently such as ``none`` or an empty variable) returns ``None`` and the full parser
-  handles it, so the fast path can only agree with cyclopts or step aside; the test
-  compares the two on a table of command lines.
+* ``asyncmig [global options] migrate``, ``rollback [--all]`` and ``status``, with no
+  other options of their own (what replicas, deploy scripts and CI run): the global
+  options are read here, by the same rules as cyclopts (flag over environment variable,
+  the first listed environment variable wins, booleans spelled ``1/0 yes/no y/n
+  true/false t/f``). Anything else (another command or option, an unknown token, a value
+  cyclopts might read differently such as ``none`` or an empty variable) returns
+  ``None`` and the full parser handles it, so the fast path can only agree with cyclopts
+  or step aside; the tests compare the two on a table of command lines, and the
+  commands below do what :mod:`.commands` does with those options.
 
 :func:`launch` is the part both paths share: renderer, settings, the command, and the
 mapping of errors to exit codes.
@@ -72,7 +74,12 @@ GLOBAL_TRISTATE: dict[str, tuple[str, str]] = {
 }
 _TRUE = frozenset({"yes", "y", "1", "true", "t"})
 _FALSE = frozenset({"no", "n", "0", "false", "f"})
-_FAST_COMMANDS = frozenset({"migrate"})
+# Commands the fast path runs -> the options of their own it accepts (flags only).
+_FAST_COMMANDS: dict[str, frozenset[str]] = {
+    "migrate": frozenset(),
+    "rollback": frozenset({"--all"}),
+    "status": frozenset(),
+}
 
 
 def resolve_options(values: Mapping[str, Any]) -> Settings:
@@ -136,17 +143,24 @@ def launch(values: Mapping[str, Any], command: Callable[[Context], object]) -> i
 
 def parse_simple(
     argv: Sequence[str], environ: Mapping[str, str]
-) -> tuple[dict[str, Any], str] | None:
-    """``(global option values, command)`` for a command line made only of global options
-    and one command of :data:`_FAST_COMMANDS`; ``None`` for anything else."""
+) -> tuple[dict[str, Any], str, frozenset[str]] | None:
+    """``(global option values, command, its flags)`` for a command line made only of
+    global options and one command of :data:`_FAST_COMMANDS` with flags it accepts;
+    ``None`` for anything else."""
     flags = {flag: name for name, (flag, _) in GLOBAL_VALUES.items()}
     switches = {flag: name for name, (names, _) in GLOBAL_BOOLS.items() for flag in names}
     values: dict[str, Any] = {}
     command: str | None = None
+    own: set[str] = set()
     i = 0
     while i < len(argv):
         token = argv[i]
         i += 1
+        if command is not None and token in _FAST_COMMANDS[command]:
+            if token in own:
+                return None
+            own.add(token)
+            continue
         if token in switches:
             if switches[token] in values:
                 return None
@@ -194,7 +208,7 @@ def parse_simple(
             values[name] = raw.lower() in _TRUE
         else:
             return None
-    return values, command
+    return values, command, frozenset(own)
 
 
 def _plain_value(value: str) -> bool:
@@ -214,11 +228,29 @@ def fast_run(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> i
     parsed = parse_simple(argv, os.environ if environ is None else environ)
     if parsed is None:
         return None
-    values, _command = parsed
-    return launch(values, _migrate)
+    values, command, own = parsed
+    if command == "migrate":
+        return launch(values, _migrate)
+    if command == "rollback":
+        return launch(values, lambda ctx: _rollback(ctx, all_="--all" in own))
+    return launch(values, _status)
 
 
 def _migrate(ctx: Context) -> int:
     """``asyncmig migrate`` with its defaults (as :func:`.commands.migrate`)."""
     ctx.call(lambda m: m.migrate())
+    return 0
+
+
+def _rollback(ctx: Context, *, all_: bool) -> int:
+    """``asyncmig rollback [--all]`` (as :func:`.commands.rollback`)."""
+    ctx.refuse_if_protected(False, "rollback")
+    ctx.call(lambda m: m.rollback(all=all_))
+    return 0
+
+
+def _status(ctx: Context) -> int:
+    """``asyncmig status`` (as :func:`.commands.status`)."""
+    report = ctx.call(lambda m: m.status(), live=False)
+    ctx.renderer.status(report)
     return 0
