@@ -26,7 +26,7 @@ from .events import (
 )
 from .failures import File
 from .history import MARK_SQLSTATE
-from .lock import Progress
+from .progress import Progress
 
 __all__ = ["EventFeed"]
 

@@ -35,18 +35,18 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
-import math
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import anyio
 import asyncpg
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectSendStream
 
 from .config import Config
 from .connection import Conn
@@ -68,12 +68,12 @@ from .events import (
 )
 from .history import History
 from .models import Blocker
+from .progress import Progress, Reading, RunningStatement, Sampler, relay
 
 __all__ = [
     "LockKey",
     "LockPolicy",
     "Progress",
-    "RunningStatement",
     "SideConnection",
     "current_holder",
     "hold",
@@ -89,8 +89,6 @@ _MIN_BEAT = 0.25  # at most four heartbeat writes a second, however fast migrati
 FENCE_FRACTION = 0.8  # a holder stops itself after stale_after × this without a beat
 POLL_TIMEOUT = 10.0  # bound of each waiter poll (lock try, holder read, reclaim)
 _RELEASE_TIMEOUT = 5.0
-_SAMPLE_EVERY = 0.5  # seconds between samples of a long statement
-_SAMPLE_SLOWER_AFTER = 10.0  # ... and after it has run this long, one a second
 _READINGS_QUEUED = 16  # readings not yet emitted (more are dropped: a stuck consumer)
 
 
@@ -152,68 +150,6 @@ class SideConnection:
 
     open: Callable[[], Awaitable[Conn]]
     close: Callable[[Conn, bool], Awaitable[None]]
-
-
-@dataclass(frozen=True, slots=True)
-class RunningStatement:
-    """The statement the run's backend is executing, as the runner last said."""
-
-    version: int
-    index: int  # 1-based
-    total: int
-    preview: str
-    started: float  # time.monotonic() when it started
-
-
-@dataclass(slots=True)
-class Progress:
-    """What the holder is doing now; read by the heartbeat, written by the runner.
-
-    The runner calls :meth:`statement_started` / :meth:`statement_done` around each
-    statement. Once one has run for :attr:`sample_after` seconds, the heartbeat samples
-    it (progress views, lock wait, blockers) on its side connection, emits each reading
-    as a :class:`~asyncmig.events.StatementProgress`, and leaves the latest blockers in
-    :attr:`blockers` (and the relation waited for in :attr:`lock_relation`) for the
-    runner's lock-retry events. A statement that ends sooner costs nothing.
-    """
-
-    version: int | None = None
-    statement: str | None = None
-    lost: bool = False
-    lost_reason: str = ""
-    changed: anyio.Event = field(default_factory=anyio.Event)
-    proved_at: float = 0.0  # monotonic time a beat that succeeded was sent
-    # Set by the runner: a statement running this long gets its progress and blockers
-    # sampled; the latest blockers, for the runner's lock-retry events.
-    sample_after: float = 1.0
-    blockers: tuple[Blocker, ...] = ()
-    lock_relation: str | None = None  # the relation the last sample saw it wait for
-    running: RunningStatement | None = None
-    woken: anyio.Event = field(default_factory=anyio.Event)  # the heartbeat re-plans
-    wakes_at: float = math.inf  # when the heartbeat wakes by itself (monotonic)
-
-    def moved_to(self, version: int | None) -> None:
-        """A new migration started: publish it without waiting for the next beat."""
-        self.version = version
-        self.statement = None
-        self.running = None
-        self.changed.set()
-        self.woken.set()
-
-    def statement_started(self, version: int, index: int, total: int, preview: str) -> None:
-        """Statement ``index`` of ``total`` of ``version`` starts now (its clock for
-        :attr:`sample_after`); the previous statement's blockers are forgotten."""
-        self.statement = preview
-        started = time.monotonic()
-        self.running = RunningStatement(version, index, total, preview, started)
-        self.blockers = ()
-        self.lock_relation = None
-        if started + self.sample_after < self.wakes_at:
-            self.woken.set()  # else it wakes in time anyway: no task switch per statement
-
-    def statement_done(self) -> None:
-        """The running statement ended: nothing more is sampled for it."""
-        self.running = None
 
 
 _HOLDER_PID_SQL = """
@@ -315,6 +251,7 @@ FROM pg_stat_progress_vacuum WHERE pid = $1""",
 )
 
 
+@functools.cache
 def sample_sql(server_version: tuple[int, int]) -> str:
     """The one statement a sample runs: activity, blockers and the progress views this
     server has (a view a server lacks is left out, never tried)."""
@@ -327,33 +264,10 @@ def sample_sql(server_version: tuple[int, int]) -> str:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Reading:
-    """One sample of a long statement."""
-
-    busy: bool = True  # False: the backend is idle (its statement ended or failed)
-    waiting_for_lock: bool = False
-    blockers: tuple[Blocker, ...] = ()
-    relation: str | None = None
-    phase: str | None = None
-    done: int | None = None
-    total: int | None = None
-
-    @property
-    def percent(self) -> float | None:
-        if self.done is None or not self.total:
-            return None
-        return round(min(100.0, 100.0 * self.done / self.total), 1)
-
-    @property
-    def worth_reporting(self) -> bool:
-        """A lock wait or a progress view's row; otherwise there is nothing to say."""
-        return self.waiting_for_lock or self.phase is not None or self.done is not None
-
-
-async def read_sample(conn: Conn, sql: str, backend_pid: int) -> Reading:
+async def read_sample(conn: Conn, backend_pid: int) -> Reading:
     """Sample backend ``backend_pid`` (on a connection that is not its own)."""
-    row = await conn.fetchrow(sql, backend_pid)
+    version = conn.get_server_version()
+    row = await conn.fetchrow(sample_sql((version.major, version.minor)), backend_pid)
     if row is None:
         return Reading(busy=False)  # the backend is gone
     blockers = tuple(
@@ -563,7 +477,7 @@ async def hold(
                     conn.terminate()  # the server rolls back and frees the lock; we send no more
                     body_scope.cancel()
 
-                tg.start_soon(_relay, progress, readings, emit)
+                tg.start_soon(relay, progress, readings, emit)
                 tg.start_soon(
                     _heartbeat, conn, key, history, own, progress, policy, side, stop, report
                 )
@@ -654,7 +568,7 @@ async def _heartbeat(
     """Every beat: check in ``pg_locks`` that ``holder_pid`` holds the lock, then refresh
     ``heartbeat_at`` and progress, on the side connection, within a bounded time.
     Between beats, a statement that has run for ``progress.sample_after`` is sampled
-    (:class:`_Sampler`) on the same connection, also bounded.
+    (:class:`~asyncmig.progress.Sampler`) on the same connection, also bounded.
 
     A failed or hung beat (or sample) drops the side connection (a fresh one is opened
     next time); the fence decides when too many beats have failed. When the lock is gone
@@ -663,7 +577,7 @@ async def _heartbeat(
     """
     holder_pid = own.pid
     side_conn: Conn | None = None
-    sampler = _Sampler(holder_pid)
+    sampler = Sampler(lambda on: read_sample(on, holder_pid))
     last_beat = time.monotonic()
     try:
         while True:
@@ -708,13 +622,14 @@ async def _heartbeat(
 
 
 async def _next_due(
-    progress: Progress, policy: LockPolicy, last_beat: float, sampler: _Sampler
+    progress: Progress, policy: LockPolicy, last_beat: float, sampler: Sampler
 ) -> tuple[bool, bool]:
     """Wait until a beat or a sample is due; which of them are.
 
     A beat is due ``beat_every`` after the last one, or ``_MIN_BEAT`` after it once the
     runner moved to another migration (``progress.changed``). A sample is due when the
-    running statement has run for ``sample_after``, then every :data:`_SAMPLE_EVERY`.
+    running statement has run for ``sample_after``, then as often as
+    :meth:`~asyncmig.progress.Sampler.due` says.
     """
     while True:
         if progress.woken.is_set():
@@ -729,72 +644,3 @@ async def _next_due(
         progress.wakes_at = min(beat_at, sample_at)
         with anyio.move_on_after(progress.wakes_at - now):
             await woken.wait()
-
-
-class _Sampler:
-    """Samples the statement the run's backend has been running for a while: one bounded
-    statement (:func:`sample_sql`) per reading, nothing at all before ``sample_after``."""
-
-    def __init__(self, backend_pid: int) -> None:
-        self.backend_pid = backend_pid
-        self._sql: str | None = None  # built for the server's version on first use
-        self._for: RunningStatement | None = None  # the statement sampled last
-        self._idle: RunningStatement | None = None  # found over (the runner had not said)
-        self._last = 0.0
-
-    def due(self, progress: Progress) -> float:
-        """Monotonic time of the next sample (infinity: none while nothing runs)."""
-        running = progress.running
-        if running is None or progress.lost or running is self._idle:
-            return math.inf
-        if running is not self._for:
-            return running.started + progress.sample_after
-        every = _SAMPLE_EVERY if self._last - running.started < _SAMPLE_SLOWER_AFTER else 1.0
-        return self._last + every
-
-    async def sample(
-        self,
-        conn: Conn,
-        progress: Progress,
-        report: MemoryObjectSendStream[tuple[RunningStatement, StatementProgress]],
-    ) -> None:
-        running = progress.running
-        if running is None:
-            return
-        self._for, self._last = running, time.monotonic()
-        if self._sql is None:
-            version = conn.get_server_version()
-            self._sql = sample_sql((version.major, version.minor))
-        reading = await read_sample(conn, self._sql, self.backend_pid)
-        if progress.running is not running:
-            return  # it ended meanwhile: the reading may be about the next statement
-        if not reading.busy:
-            self._idle = running  # a failed one, or a retry's pause: nothing more to read
-            return
-        progress.blockers = reading.blockers
-        progress.lock_relation = reading.relation
-        if reading.worth_reporting:
-            event = StatementProgress(
-                version=running.version, index=running.index, total=running.total,
-                elapsed_s=round(time.monotonic() - running.started, 3), phase=reading.phase,
-                done=reading.done, units_total=reading.total, percent=reading.percent,
-                waiting_for_lock=reading.waiting_for_lock, blockers=reading.blockers,
-            )  # fmt: skip
-            with contextlib.suppress(anyio.WouldBlock, anyio.BrokenResourceError):
-                report.send_nowait((running, event))
-
-
-async def _relay(
-    progress: Progress,
-    receive: MemoryObjectReceiveStream[tuple[RunningStatement, StatementProgress]],
-    emit: Emit,
-) -> None:
-    """Emit the heartbeat's readings, apart from it (a slow event consumer never delays
-    a beat), and only while their statement still runs (never after its end)."""
-    async with receive:
-        async for running, event in receive:
-            if progress.running is running:
-                try:
-                    await emit(event)
-                except Exception:  # a display or callback failure never stops a run
-                    return

@@ -21,7 +21,7 @@ from .connection import Conn
 from .errors import AsyncmigError, DirectiveError, MigrationError
 from .events import Emitter, Event, Message, ServerNotice
 from .history import History
-from .lock import Progress
+from .progress import Progress
 from .runner import Runner
 from .sqlfile import SqlFile, load_sql_file
 
