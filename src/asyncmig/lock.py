@@ -1,95 +1,82 @@
-"""The migration lock: a session advisory lock, polled for, watched, fenced, and reclaimed.
+"""The migration lock: its key, its policy, taking it, reclaiming it, releasing it.
 
 * **Key**: a signed 64-bit integer from SHA-256 of the history table's qualified name,
   so two applications (two schemas) in one database never block each other.
-* **Waiting never blocks in the server**: ``pg_try_advisory_lock`` in short autocommit
-  statements, with exponential backoff and jitter, until the timeout. A blocked
-  ``pg_advisory_lock`` (or an open transaction while waiting) would deadlock a holder
-  running ``CREATE INDEX CONCURRENTLY``, which waits for every older transaction.
+* **Waiting never blocks in the server** (:func:`acquire`): ``pg_try_advisory_lock`` in
+  short autocommit statements, with exponential backoff and jitter, until the timeout.
+  A blocked ``pg_advisory_lock`` (or an open transaction while waiting) would deadlock a
+  holder running ``CREATE INDEX CONCURRENTLY``, which waits for every older transaction.
   Each poll is bounded (:data:`POLL_TIMEOUT`): a server that stops answering ends the
-  wait with :class:`~asyncmig.errors.DatabaseUnreachableError`, never a hang.
-* **Holding** (:func:`hold`): holder information is published in ``_migration_locks``
-  and refreshed by a heartbeat on a second connection; waiters report it every few
-  seconds. Every heartbeat statement (connect, ``pg_locks`` check, UPDATE) is bounded
-  by :attr:`LockPolicy.statement_timeout`; a hung socket is dropped and reopened.
-* **Holder-side watchdog**: each beat also checks, through ``pg_locks``, that the
-  dedicated connection's backend still holds the lock. If it does not (a statement
-  released it, the backend was terminated) or the connection closed, the run stops
-  at once with :class:`~asyncmig.errors.LockLostError`.
-* **Fencing**: a holder that cannot prove it is alive — no heartbeat reached the server
-  for :attr:`LockPolicy.fence_after` (``stale_after`` × 0.8) — stops its own run before
-  any waiter may reclaim the lock (a waiter needs ``stale_after``). The 20 % margin
-  (6 s at the default 30 s) covers the time the holder needs to stop and the latency
-  of its last beat; it assumes every runner of one database uses the same
-  ``stale_after``. Stopping a run, for any of these reasons, means: its dedicated
-  connection is closed at once (the server rolls its transaction back and frees the
-  lock; nothing more is sent on it, not even a failure record) and its body cancelled.
+  wait with :class:`~asyncmig.errors.DatabaseUnreachableError`, never a hang. Waiters
+  report the published holder every few seconds.
 * **Waiter-side reclaim**: a holder whose backend holds the lock but whose heartbeat is
   older than ``stale_after`` (frozen process, lost node, partition) is presumed dead;
   the waiter terminates exactly that backend (:func:`terminate_holder`, which checks in
   ``pg_locks`` that it is the one holding this key), records the reclaim in the audit
   log, and takes the lock. Staleness is judged by the server's clock, so client clock
-  skew does not matter. ``unlock --force`` uses the same guarded terminate.
+  skew does not matter. ``unlock --force`` uses the same guarded terminate
+  (:func:`reclaim_by_hand`). A live holder fences itself before ``stale_after``
+  (:attr:`LockPolicy.fence_after`), so a reclaimed holder has already stopped.
+* **Release** (:func:`release`): clear the published holder and unlock, bounded; a
+  connection that fails meanwhile is terminated (ending the session frees the lock).
+* **The holder's statements**: holding the lock — heartbeat, watchdog, fencing — is
+  :func:`asyncmig.heartbeat.hold`'s job, but the statements it runs on its side
+  connection are written here, where SQL lives: which backend holds the lock
+  (:func:`holder_backend_pid`), the end of the run's own session
+  (:func:`end_own_session`) and the sample of a long statement (:func:`read_sample`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import json
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import anyio
 import asyncpg
-from anyio.streams.memory import MemoryObjectSendStream
 
 from .config import Config
 from .connection import Conn
 from .errors import (
-    AsyncmigError,
     DatabaseUnreachableError,
     LockHolder,
-    LockLostError,
     LockTerminateDeniedError,
     LockTimeoutError,
 )
-from .events import (
-    Event,
-    LockAcquired,
-    LockReclaimed,
-    LockReleased,
-    LockWaiting,
-    StatementProgress,
-)
+from .events import Event, LockReclaimed, LockWaiting
 from .history import History
 from .models import Blocker
-from .progress import Progress, Reading, RunningStatement, Sampler, relay
+from .progress import Progress, Reading
 
 __all__ = [
     "LockKey",
     "LockPolicy",
-    "Progress",
-    "SideConnection",
+    "OwnSession",
+    "Progress",  # (its home is asyncmig.progress; the runner imports it from here)
+    "acquire",
     "current_holder",
-    "hold",
+    "end_own_session",
+    "holder_backend_pid",
     "lock_key",
+    "own_session",
+    "read_sample",
     "reclaim_by_hand",
+    "release",
+    "sample_sql",
     "terminate_holder",
 ]
 
 Emit = Callable[[Event], Awaitable[None]]
 
 _WAIT_REPORT_EVERY = 3.0
-_MIN_BEAT = 0.25  # at most four heartbeat writes a second, however fast migrations go
+MIN_BEAT = 0.25  # at most four heartbeat writes a second, however fast migrations go
 FENCE_FRACTION = 0.8  # a holder stops itself after stale_after × this without a beat
 POLL_TIMEOUT = 10.0  # bound of each waiter poll (lock try, holder read, reclaim)
 _RELEASE_TIMEOUT = 5.0
-_READINGS_QUEUED = 16  # readings not yet emitted (more are dropped: a stuck consumer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,21 +122,12 @@ class LockPolicy:
         every = self.heartbeat_interval
         if self.fence_after is not None:
             every = min(every, self.fence_after / 3)
-        return max(_MIN_BEAT, every)
+        return max(MIN_BEAT, every)
 
     @property
     def statement_timeout(self) -> float:
         """Bound of one heartbeat round (connect if needed, check, update)."""
         return max(0.5, min(5.0, self.beat_every))
-
-
-@dataclass(frozen=True, slots=True)
-class SideConnection:
-    """Where the heartbeat takes its own connection, and how it gives it back
-    (``broken``: it failed or hung, so end it rather than reuse it)."""
-
-    open: Callable[[], Awaitable[Conn]]
-    close: Callable[[Conn, bool], Awaitable[None]]
 
 
 _HOLDER_PID_SQL = """
@@ -176,6 +154,24 @@ _TERMINATE_OWN_SQL = """
 SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = $1 AND backend_start = $2
 """
 _BACKEND_START_SQL = "SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+
+
+@dataclass(frozen=True, slots=True)
+class OwnSession:
+    """The run's own backend: its pid and when its session started."""
+
+    pid: int
+    started: object
+
+
+async def own_session(conn: Conn) -> OwnSession:
+    """The session of ``conn`` (the run's dedicated connection)."""
+    return OwnSession(conn.get_server_pid(), await conn.fetchval(_BACKEND_START_SQL))
+
+
+async def end_own_session(side_conn: Conn, own: OwnSession) -> None:
+    """Terminate the run's own backend from another connection (that session only)."""
+    await side_conn.fetchval(_TERMINATE_OWN_SQL, own.pid, own.started)
 
 
 # -- sampling a long statement (read on the heartbeat connection) ---------------------
@@ -432,77 +428,10 @@ async def _reclaim_if_stale(
     return True
 
 
-# -- holding ----------------------------------------------------------------------------
+# -- releasing --------------------------------------------------------------------------
 
 
-@asynccontextmanager
-async def hold(
-    conn: Conn,
-    key: LockKey,
-    history: History,
-    policy: LockPolicy,
-    side: SideConnection,
-    emit: Emit,
-) -> AsyncIterator[Progress]:
-    """Wait for the lock, then hold it for the body with heartbeat, watchdog and fence.
-
-    The body is cancelled, and :class:`LockLostError` raised, when the lock is lost or
-    cannot be proven held. The lock is released (shielded, bounded) on every exit.
-    """
-    waited = await acquire(conn, key, history, policy, emit)
-    t_lock = time.monotonic()
-    backend_pid = conn.get_server_pid()
-    progress = Progress(proved_at=time.monotonic())
-    try:
-        await emit(LockAcquired(waited_s=round(waited, 3), backend_pid=backend_pid))
-        own = _Own(backend_pid, await conn.fetchval(_BACKEND_START_SQL))
-        await history.ensure(conn)
-        sent = time.monotonic()
-        await history.publish_holder(conn)  # the first heartbeat
-        progress.proved_at = sent
-        body_error: Exception | None = None
-        # Readings of a long statement, queued by the heartbeat, emitted beside it.
-        report, readings = anyio.create_memory_object_stream[
-            tuple[RunningStatement, StatementProgress]
-        ](_READINGS_QUEUED)
-        with report, readings:
-            async with anyio.create_task_group() as tg:
-                body_scope = anyio.CancelScope()
-
-                def stop(reason: str) -> None:
-                    if progress.lost:
-                        return
-                    progress.lost = True
-                    progress.lost_reason = reason
-                    conn.terminate()  # the server rolls back and frees the lock; we send no more
-                    body_scope.cancel()
-
-                tg.start_soon(relay, progress, readings, emit)
-                tg.start_soon(
-                    _heartbeat, conn, key, history, own, progress, policy, side, stop, report
-                )
-                tg.start_soon(_fence, progress, policy, stop)
-                try:
-                    with body_scope:
-                        yield progress
-                except Exception as exc:  # re-raised below, outside the task group
-                    body_error = exc
-                finally:
-                    tg.cancel_scope.cancel()
-        if progress.lost and not isinstance(body_error, LockLostError):
-            raise LockLostError(
-                f"lost the migration lock: {progress.lost_reason}; the run's connection was "
-                f"closed, so the server rolled back any open transaction"
-            ) from body_error
-        if body_error is not None:
-            raise body_error
-    finally:
-        with anyio.CancelScope(shield=True):
-            await _release(conn, key, history)
-            await emit(LockReleased(held_s=round(time.monotonic() - t_lock, 3)))
-
-
-async def _release(conn: Conn, key: LockKey, history: History) -> None:
+async def release(conn: Conn, key: LockKey, history: History) -> None:
     """Clear the published holder and unlock; bounded. Ending the session frees the lock
     too, so a connection that fails here is terminated."""
     if conn.is_closed():
@@ -516,131 +445,3 @@ async def _release(conn: Conn, key: LockKey, history: History) -> None:
             conn.terminate()
     if scope.cancelled_caught:
         conn.terminate()
-
-
-async def _fence(progress: Progress, policy: LockPolicy, stop: Callable[[str], None]) -> None:
-    """Stop the run when no heartbeat has reached the server for ``fence_after``."""
-    fence_after = policy.fence_after
-    if fence_after is None:
-        return
-    while True:
-        now = time.monotonic()
-        due = progress.proved_at + fence_after
-        if now >= due:
-            stop(
-                f"no heartbeat reached the server for {now - progress.proved_at:.1f}s, so "
-                f"this run could not prove it still held the lock and stopped itself before "
-                f"another runner could reclaim it (stale_after {policy.stale_after:g}s)"
-            )
-            return
-        await anyio.sleep(due - now)
-
-
-@dataclass(frozen=True, slots=True)
-class _Own:
-    """The run's own backend: its pid and when its session started."""
-
-    pid: int
-    started: object
-
-
-async def _end_own_session(side_conn: Conn, own: _Own, timeout: float) -> None:
-    """Terminate the run's own backend (shielded: the run is already stopping)."""
-    with (
-        anyio.CancelScope(shield=True),
-        anyio.move_on_after(timeout),
-        contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError),
-    ):
-        await side_conn.fetchval(_TERMINATE_OWN_SQL, own.pid, own.started)
-
-
-async def _heartbeat(
-    conn: Conn,
-    key: LockKey,
-    history: History,
-    own: _Own,
-    progress: Progress,
-    policy: LockPolicy,
-    side: SideConnection,
-    stop: Callable[[str], None],
-    report: MemoryObjectSendStream[tuple[RunningStatement, StatementProgress]],
-) -> None:
-    """Every beat: check in ``pg_locks`` that ``holder_pid`` holds the lock, then refresh
-    ``heartbeat_at`` and progress, on the side connection, within a bounded time.
-    Between beats, a statement that has run for ``progress.sample_after`` is sampled
-    (:class:`~asyncmig.progress.Sampler`) on the same connection, also bounded.
-
-    A failed or hung beat (or sample) drops the side connection (a fresh one is opened
-    next time); the fence decides when too many beats have failed. When the lock is gone
-    while the run's session lives, that session is ended here too: closing the client's
-    socket alone would leave a busy backend running its statement to the end.
-    """
-    holder_pid = own.pid
-    side_conn: Conn | None = None
-    sampler = Sampler(lambda on: read_sample(on, holder_pid))
-    last_beat = time.monotonic()
-    try:
-        while True:
-            beat, sample = await _next_due(progress, policy, last_beat, sampler)
-            if conn.is_closed():
-                stop("the run's connection closed")
-                return
-            try:
-                with anyio.fail_after(policy.statement_timeout):
-                    if side_conn is None:
-                        side_conn = await side.open()
-                    if beat:
-                        progress.changed = anyio.Event()
-                        sent = time.monotonic()
-                        pid = await holder_backend_pid(side_conn, key)
-                        if pid != holder_pid:
-                            stop(
-                                f"backend {holder_pid} no longer holds the migration lock"
-                                + (f" (now held by backend {pid})" if pid else "")
-                            )
-                            await _end_own_session(side_conn, own, policy.statement_timeout)
-                            return
-                        await history.heartbeat(
-                            side_conn, holder_pid, progress.version, progress.statement
-                        )
-                        progress.proved_at = max(progress.proved_at, sent)
-                    if sample:
-                        await sampler.sample(side_conn, progress, report)
-            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
-                    AsyncmigError):  # fmt: skip
-                if side_conn is not None:
-                    with anyio.CancelScope(shield=True), anyio.move_on_after(2):
-                        await side.close(side_conn, True)
-                side_conn = None
-            finally:
-                if beat:
-                    last_beat = time.monotonic()
-    finally:
-        if side_conn is not None:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(2):
-                await side.close(side_conn, False)
-
-
-async def _next_due(
-    progress: Progress, policy: LockPolicy, last_beat: float, sampler: Sampler
-) -> tuple[bool, bool]:
-    """Wait until a beat or a sample is due; which of them are.
-
-    A beat is due ``beat_every`` after the last one, or ``_MIN_BEAT`` after it once the
-    runner moved to another migration (``progress.changed``). A sample is due when the
-    running statement has run for ``sample_after``, then as often as
-    :meth:`~asyncmig.progress.Sampler.due` says.
-    """
-    while True:
-        if progress.woken.is_set():
-            progress.woken = anyio.Event()
-        now = time.monotonic()
-        gap = min(_MIN_BEAT, policy.beat_every) if progress.changed.is_set() else policy.beat_every
-        beat_at = last_beat + gap
-        sample_at = sampler.due(progress)
-        if now >= beat_at or now >= sample_at:
-            return now >= beat_at, now >= sample_at
-        woken = progress.woken
-        progress.wakes_at = min(beat_at, sample_at)
-        with anyio.move_on_after(progress.wakes_at - now):
-            await woken.wait()

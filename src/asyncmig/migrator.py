@@ -40,18 +40,10 @@ from .errors import (
     PendingTimeoutError,
 )
 from .events import Emitter, Event, EventCallback, Message, RunFinished, RunStarted
+from .heartbeat import SideConnection, hold
 from .history import History, HistoryRow
 from .loader import MigrationSet, load_migrations, scan_migrations
-from .lock import (
-    LockKey,
-    LockPolicy,
-    Progress,
-    SideConnection,
-    current_holder,
-    hold,
-    lock_key,
-    reclaim_by_hand,
-)
+from .lock import LockKey, LockPolicy, current_holder, lock_key, reclaim_by_hand
 from .planner import MigratePlan, RollbackPlan, plan_migrate, plan_rollback
 from .preflight import (
     FileChecker,
@@ -61,6 +53,7 @@ from .preflight import (
     plan_items,
     rollback_items,
 )
+from .progress import Progress
 from .reports import (
     AppliedMigration,
     MigrateReport,
