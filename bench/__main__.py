@@ -10,13 +10,14 @@ import sys
 import time
 from collections.abc import Callable
 
-from bench import cli, engine, splitter, testing
+from bench import cli, engine, profile, splitter, testing
 
 Row = tuple[str, str, str, bool | None]  # ok None: a figure without a target
 
 SECTIONS: list[tuple[str, Callable[[], list[Row]]]] = [
     ("splitter", splitter.section),
     ("engine", engine.section),
+    ("profile", profile.section),
     ("cli", cli.section),
     ("testing", testing.section),
 ]
