@@ -72,11 +72,7 @@ def _full(migrations: Sequence[Migration], history: History, *, down: bool) -> l
         files = [m.rollback for m in reversed(migrations) if m.rollback is not None]
         versions = [m.version for m in reversed(migrations)]
         return [s.text for s in build(versions, files, history, [None] * len(files))]
-    return [
-        s.text
-        for m in migrations
-        for s in build([m.version], [m.forward], history, [None])
-    ]
+    return [s.text for m in migrations for s in build([m.version], [m.forward], history, [None])]
 
 
 def _staged(migrations: Sequence[Migration], *, down: bool) -> list[Staged]:
@@ -181,7 +177,8 @@ def _profile(t: Target, m300: Path, *, down: bool) -> list[Row]:
         for step in order if i % 2 == 0 else order[::-1]:
             step()
     p = f"{t.label} {what}:"
-    rows: list[Row] = [(f"{p} psql -1, whole process", f"{statistics.median(psql):.2f}s", "-", None)]
+    reference = f"{statistics.median(psql):.2f}s"
+    rows: list[Row] = [(f"{p} psql -1, whole process", reference, "-", None)]
     rows += [_row(f"{p} {label}", walls[label], cpus[label], psql) for label, _, _ in steps]
     rows.append(_row(f"{p} asyncmig, whole process", whole, [], psql))
     if startup:
