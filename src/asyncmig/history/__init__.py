@@ -30,10 +30,10 @@ from typing import Any
 
 import asyncpg
 
-from .connection import Conn
-from .errors import LockHolder
-from .models import HistoryRow, InvalidIndex
-from .session import OWN_IDENTITY, quote_ident
+from ..connection import Conn
+from ..errors import LockHolder
+from ..models import HistoryRow, InvalidIndex
+from ..session import OWN_IDENTITY, quote_ident
 
 __all__ = [
     "LAYOUT_VERSION",
