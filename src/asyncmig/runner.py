@@ -31,9 +31,8 @@ from __future__ import annotations
 import contextlib
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
-from typing import Any
 
 import anyio
 import asyncpg
@@ -60,13 +59,13 @@ from .lock import Progress
 from .models import MigrateStep, RollbackStep
 from .reports import AppliedMigration
 from .retries import LOCK_NOT_AVAILABLE, RetryPolicy
+from .sender import Sender
 from .splitter import Statement
 
 __all__ = ["Runner"]
 
 _CLEANUP_TIMEOUT = 5.0
 _SETTLE_TIMEOUT = 15.0
-_COPY_CHUNK = 1 << 20
 
 FreshConnection = Callable[[], contextlib.AbstractAsyncContextManager[Conn]]
 
@@ -113,7 +112,7 @@ class Runner:
         self._backend_pid = conn.get_server_pid()
         self._backend_start: datetime | None = None
         self.feed = EventFeed(emit, progress)
-        self._prefix = ""  # session and transaction control sent with the next statement
+        self.sender = Sender(conn, self.feed)
 
     async def __aenter__(self) -> Runner:
         self.conn.add_log_listener(self.feed.on_notice)
@@ -132,64 +131,7 @@ class Runner:
             if not self.conn.is_in_transaction():
                 await self.conn.execute(session.RESET)
 
-    # -- statements, one round trip each ----------------------------------------------
-
-    async def _send(self, st: Statement, failure: Failure) -> str:
-        prefix, self._prefix = self._prefix, ""
-        failure.prefix = 0
-        if st.copy_from_stdin or st.no_transaction:
-            # COPY has a protocol of its own, and a statement that cannot run in a
-            # transaction block cannot share a message (an implicit transaction) either.
-            if prefix:
-                await self.conn.execute(prefix)
-            return (
-                await self._copy(st)
-                if st.copy_from_stdin
-                else str(await self.conn.execute(st.text))
-            )
-        failure.prefix = len(prefix)
-        return str(await self.conn.execute(prefix + st.text))
-
-    async def _flush_prefix(self) -> None:
-        prefix, self._prefix = self._prefix, ""
-        if prefix:
-            await self.conn.execute(prefix)
-
-    async def _copy(self, st: Statement) -> str:
-        data = st.copy_data or ""
-
-        async def chunks() -> AsyncIterator[bytes]:
-            for start in range(0, len(data), _COPY_CHUNK):
-                yield data[start : start + _COPY_CHUNK].encode()
-
-        # asyncpg's public COPY helpers build their own COPY statement; the file's
-        # statement (any options) goes through the same internal entry point they use.
-        copy_in: Any = self.conn._copy_in  # type: ignore[union-attr]
-        return str(await copy_in(st.text, chunks(), None))
-
-    async def _run_statements(
-        self, f: File, start: int, failure: Failure, *, autocommit: bool = False
-    ) -> None:
-        """The file's statements from ``start``, one round trip each. ``autocommit``:
-        each one commits with its resume point before it is reported finished."""
-        statements = f.sql.statements
-        for index in range(start, len(statements)):
-            st = statements[index]
-            failure.at(f, index + 1)
-            await self.feed.statement_started(f, index + 1)
-            t0 = time.perf_counter()
-            if autocommit and not st.no_transaction:
-                status = await self._send_retrying(f, st, failure)
-            else:
-                status = await self._send(st, failure)
-            if autocommit:
-                commit = self.history.progress_commit_sql(f.version, index + 1)
-                await self.conn.execute(session.BEGIN + commit if st.no_transaction else commit)
-            failure.done = index + 1
-            if self.feed.inbox:
-                await self.feed.drain()
-            await self.feed.statement_finished(f, index + 1, status, _ms(t0))
-        failure.at(f, None)
+    # -- no-transaction files: statements that commit with their resume point --------
 
     async def _send_retrying(self, f: File, st: Statement, failure: Failure) -> str:
         """A statement of a no-transaction file that may run in a transaction block: in
@@ -201,10 +143,10 @@ class Runner:
         failure.attempt = 1
         while True:
             timeout = self.retry.timeout(failure.attempt, directive)
-            self._prefix += session.BEGIN + session.timeouts(timeout, None, local=True)
+            self.sender.prefix += session.BEGIN + session.timeouts(timeout, None, local=True)
             self.progress.sample_after = _sample_after([timeout])
             try:
-                return await self._send(st, failure)
+                return await self.sender.send(st, failure)
             except asyncpg.PostgresError as exc:
                 if not self._retryable(exc, failure, t0, [f]):
                     raise
@@ -283,12 +225,12 @@ class Runner:
         f = File(0, sql.path.stem, sql.path.name, sql)
         failure = Failure(file=f)
         d = sql.directives
-        self._prefix = session.RESET + session.timeouts(
+        self.sender.prefix = session.RESET + session.timeouts(
             d.lock_timeout, d.statement_timeout, local=True
         )
         try:
-            await self._run_statements(f, 0, failure)
-            await self._flush_prefix()
+            await self.sender.run(f, 0, failure)
+            await self.sender.flush()
         except Exception as exc:
             error = typed_error(exc, failure, self._circumstances())
             assert error is not None  # None only for a cancellation, not an Exception
@@ -318,7 +260,7 @@ class Runner:
                         results = await self._unit_per_statement(files, failure, timeouts)
                 break
             except BaseException as exc:
-                self._prefix = ""
+                self.sender.prefix = ""
                 self.feed.tracker = None
                 if self._retryable(exc, failure, t0, files):
                     pause = self.retry.pause(attempt)
@@ -396,7 +338,7 @@ class Runner:
                     await self.conn.execute(segment.text)
                     if segment.copy is not None:
                         f = files[segment.copy.file]
-                        await self._copy(f.sql.statements[segment.copy.index - 1])
+                        await self.sender.copy(f.sql.statements[segment.copy.index - 1])
         except BaseException as exc:
             # The server answered with an error: nothing committed. Otherwise the COMMIT
             # may have run only if the server got past the last file's statements, which
@@ -445,16 +387,17 @@ class Runner:
         self, files: Sequence[File], failure: Failure, timeouts: Sequence[float | None]
     ) -> list[AppliedMigration]:
         results: list[AppliedMigration] = []
-        self._prefix = session.RESET + session.BEGIN
+        sender = self.sender
+        sender.prefix = session.RESET + session.BEGIN
         for f, lock_timeout in zip(files, timeouts, strict=True):
             t0 = time.perf_counter()
             await self.feed.started(f)
             d = f.sql.directives
-            self._prefix += session.timeouts(lock_timeout, d.statement_timeout, local=True)
-            await self._run_statements(f, 0, failure)
+            sender.prefix += session.timeouts(lock_timeout, d.statement_timeout, local=True)
+            await sender.run(f, 0, failure)
             results.append(f.applied(_ms(t0)))
-            self._prefix += session.RESET  # the next file's clean session
-        await self._flush_prefix()
+            sender.prefix += session.RESET  # the next file's clean session
+        await sender.flush()
         await self.conn.execute(session.OWN_IDENTITY)
         for f, r in zip(files, results, strict=True):
             await self.history.record(self.conn, f.version, r.duration_ms)
@@ -549,16 +492,29 @@ class Runner:
                         self.conn, self.history, self.emit, sql, resume_from
                     )
                 d = sql.directives
-                self._prefix = session.timeouts(d.lock_timeout, d.statement_timeout, local=False)
-                await self._run_statements(f, resume_from, failure, autocommit=True)
-                self._prefix = ""
+                self.sender.prefix = session.timeouts(
+                    d.lock_timeout, d.statement_timeout, local=False
+                )
+
+                async def step(st: Statement, number: int) -> str:
+                    commit = self.history.progress_commit_sql(f.version, number)
+                    if st.no_transaction:
+                        status = await self.sender.send(st, failure)
+                        await self.conn.execute(session.BEGIN + commit)
+                    else:
+                        status = await self._send_retrying(f, st, failure)
+                        await self.conn.execute(commit)
+                    return status
+
+                await self.sender.run(f, resume_from, failure, step=step)
+                self.sender.prefix = ""
                 await indexes.check_after(
                     self.conn, self.history, sql, f.version, [a.version for a in self.done]
                 )
                 await self.conn.execute(session.RESET)
                 await self.history.record(self.conn, f.version, _ms(t0))
         except BaseException as exc:
-            self._prefix = ""
+            self.sender.prefix = ""
             await self._fail(failure, exc, t0)
             raise
         finally:
@@ -572,15 +528,15 @@ class Runner:
         try:
             with self._deadline():
                 d = f.sql.directives
-                self._prefix = session.RESET + session.timeouts(
+                self.sender.prefix = session.RESET + session.timeouts(
                     d.lock_timeout, d.statement_timeout, local=False
                 )
-                await self._run_statements(f, 0, failure)
-                self._prefix = ""
+                await self.sender.run(f, 0, failure)
+                self.sender.prefix = ""
                 await self.conn.execute(session.RESET)
                 await self.history.record(self.conn, f.version, _ms(t0))
         except BaseException as exc:
-            self._prefix = ""
+            self.sender.prefix = ""
             await self._fail(failure, exc, t0)
             raise
         finally:
