@@ -31,41 +31,42 @@ from __future__ import annotations
 import contextlib
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 import anyio
 import asyncpg
 
 from . import indexes, session
-from .batch import Segment, Tracker, build, parse_mark
+from .batch import Segment, build
 from .connection import Conn
-from .errors import (
-    AsyncmigError,
-    LockLostError,
-)
 from .events import (
     Emitter,
     LockRetry,
-    Message,
-    MigrationFailed,
     MigrationFinished,
 )
-from .failures import Circumstances, Failure, File, describe, typed_error
+from .failures import Failure, File, typed_error
 from .feed import EventFeed
-from .history import MARK_SQLSTATE, History
+from .history import History
 from .loader import SqlFile
 from .lock import Progress
 from .models import MigrateStep, RollbackStep
 from .reports import AppliedMigration
 from .retries import LOCK_NOT_AVAILABLE, RetryPolicy
-from .sender import Sender
+from .sender import Sender, elapsed_ms
+from .settle import (
+    CLEANUP_TIMEOUT,
+    circumstances,
+    committed_anyway,
+    fail,
+    passed_last_file,
+    place,
+    settle,
+    unrecordable,
+)
 from .splitter import Statement
 
 __all__ = ["Runner"]
-
-_CLEANUP_TIMEOUT = 5.0
-_SETTLE_TIMEOUT = 15.0
 
 FreshConnection = Callable[[], contextlib.AbstractAsyncContextManager[Conn]]
 
@@ -108,9 +109,9 @@ class Runner:
         self.batch = batch
         self.retry = retry if retry is not None else RetryPolicy()
         self.done: list[AppliedMigration] = []
-        self._fresh = fresh
-        self._backend_pid = conn.get_server_pid()
-        self._backend_start: datetime | None = None
+        self.fresh = fresh
+        self.backend_pid = conn.get_server_pid()
+        self.backend_start: datetime | None = None  # known once the plan is staged
         self.feed = EventFeed(emit, progress)
         self.sender = Sender(conn, self.feed)
 
@@ -125,8 +126,8 @@ class Runner:
         # The connection goes back (to a pool, to the lock's release) as it came.
         with (
             anyio.CancelScope(shield=True),
-            anyio.move_on_after(_CLEANUP_TIMEOUT),
-            _unrecordable(),
+            anyio.move_on_after(CLEANUP_TIMEOUT),
+            unrecordable(),
         ):
             if not self.conn.is_in_transaction():
                 await self.conn.execute(session.RESET)
@@ -167,7 +168,7 @@ class Runner:
             return anyio.CancelScope()
         return anyio.fail_after(max(0.0, until - anyio.current_time()))
 
-    async def _finished(self, items: Sequence[AppliedMigration]) -> None:
+    async def finished(self, items: Sequence[AppliedMigration]) -> None:
         self.done.extend(items)
         for item in items:
             await self.emit(
@@ -181,7 +182,7 @@ class Runner:
 
     async def _stage(self, files: Sequence[File]) -> None:
         """What each file's history row will say, in place before anything runs."""
-        self._backend_start = await self.history.stage(self.conn, [f.staged() for f in files])
+        self.backend_start = await self.history.stage(self.conn, [f.staged() for f in files])
 
     async def migrate(self, steps: Sequence[MigrateStep], *, atomic: bool = False) -> None:
         """Apply ``steps``: each in its own transaction (no-transaction files without
@@ -232,7 +233,7 @@ class Runner:
             await self.sender.run(f, 0, failure)
             await self.sender.flush()
         except Exception as exc:
-            error = typed_error(exc, failure, self._circumstances())
+            error = typed_error(exc, failure, circumstances(self))
             assert error is not None  # None only for a cancellation, not an Exception
             raise error from exc
 
@@ -268,20 +269,20 @@ class Runner:
                     attempt += 1
                     continue
                 if failure.commit_sent:
-                    fate = await self._settle(files)
+                    fate = await settle(self, files)
                     if fate == "committed":
-                        results = [f.applied(_ms(t0) / len(files)) for f in files]
-                        await self._committed_anyway(results, exc)
+                        results = [f.applied(elapsed_ms(t0) / len(files)) for f in files]
+                        await committed_anyway(self, results, exc)
                         if isinstance(exc, anyio.get_cancelled_exc_class()):
                             raise
                         return
                     if fate is None:
-                        await self._fail(failure, exc, t0, uncertain=True)
-                await self._fail(failure, exc, t0)
-                raise  # _fail raised the typed error unless this is a cancellation
+                        await fail(self, failure, exc, t0, uncertain=True)
+                await fail(self, failure, exc, t0)
+                raise  # fail raised the typed error unless this is a cancellation
             finally:
                 self.progress.version = self.progress.statement = None
-        await self._finished(results)
+        await self.finished(results)
 
     def _retryable(
         self, exc: BaseException, failure: Failure, t0: float, files: Sequence[File]
@@ -303,16 +304,16 @@ class Runner:
     ) -> None:
         """Roll the attempt back (quietly: it is not a failure yet) and say so."""
         seen = len(self.feed.inbox)
-        with anyio.CancelScope(shield=True), anyio.move_on_after(_CLEANUP_TIMEOUT):
+        with anyio.CancelScope(shield=True), anyio.move_on_after(CLEANUP_TIMEOUT):
             if self.feed.inbox:
-                with _unrecordable():
+                with unrecordable():
                     await self.feed.drain()
                 seen = len(self.feed.inbox)
             try:
                 await self.conn.execute(session.ROLLBACK)
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
                 self.conn.terminate()
-            del self.feed.inbox[seen:]
+            self.feed.forget_since(seen)
         f = failure.file
         assert f is not None
         await self.emit(
@@ -346,42 +347,13 @@ class Runner:
             failure.commit_sent = (
                 failure.commit_sent
                 and not isinstance(exc, asyncpg.PostgresError)
-                and self._passed_last_file(files, tracker)
+                and passed_last_file(self.feed, files, tracker)
             )
-            self._place(exc, segment, tracker, files, failure)
+            place(exc, segment, tracker, files, failure)
             raise
         finally:
             self.feed.tracker = None
         return tracker.durations
-
-    def _passed_last_file(self, files: Sequence[File], tracker: Tracker) -> bool:
-        last = files[-1]
-        if tracker.durations.get(len(files) - 1) is not None:
-            return True
-        end = (last.version, len(last.sql.statements) + 1)
-        for msg in self.feed.inbox:  # arrived, not yet turned into events
-            mark = parse_mark(getattr(msg, "message", ""))
-            if getattr(msg, "sqlstate", None) == MARK_SQLSTATE and mark and mark[:2] == end:
-                return True
-        return False
-
-    def _place(
-        self,
-        exc: BaseException,
-        segment: Segment,
-        tracker: Tracker,
-        files: Sequence[File],
-        failure: Failure,
-    ) -> None:
-        """Which statement failed: by the server's error position when it gives one
-        (a syntax error is found before anything in the message runs), else by the
-        last marker."""
-        position = getattr(exc, "position", None)
-        span = segment.at(int(position)) if position else None
-        if span is not None:
-            failure.at(files[span.file], span.index, span.start)
-        elif tracker.file is not None:
-            failure.at(files[tracker.file], tracker.index or None)
 
     async def _unit_per_statement(
         self, files: Sequence[File], failure: Failure, timeouts: Sequence[float | None]
@@ -395,7 +367,7 @@ class Runner:
             d = f.sql.directives
             sender.prefix += session.timeouts(lock_timeout, d.statement_timeout, local=True)
             await sender.run(f, 0, failure)
-            results.append(f.applied(_ms(t0)))
+            results.append(f.applied(elapsed_ms(t0)))
             sender.prefix += session.RESET  # the next file's clean session
         await sender.flush()
         await self.conn.execute(session.OWN_IDENTITY)
@@ -404,65 +376,6 @@ class Runner:
         failure.commit_sent = True
         await self.conn.execute(session.COMMIT)
         return results
-
-    async def _committed_anyway(
-        self, results: Sequence[AppliedMigration], exc: BaseException
-    ) -> None:
-        what = ", ".join(str(r.version) for r in results)
-        verb = "rolled back" if results and results[0].direction == "down" else "applied"
-        with anyio.CancelScope(shield=True):
-            await self.emit(
-                Message(
-                    level="warning",
-                    text=f"the COMMIT of {what} was interrupted ({describe(exc)}), but the "
-                    f"server had already committed it: {what} is {verb}",
-                )
-            )
-            await self._finished(results)
-
-    async def _settle(self, files: Sequence[File]) -> str | None:
-        """The fate of the unit whose COMMIT was sent: ``"committed"``, ``"aborted"``,
-        or None when it cannot be known now. Its history rows tell, once this session
-        no longer runs it (nobody else writes them: this run holds the lock)."""
-        seen = len(self.feed.inbox)
-        with anyio.CancelScope(shield=True):
-            try:
-                if not self.conn.is_closed():
-                    with anyio.move_on_after(_CLEANUP_TIMEOUT), _unrecordable():
-                        # ROLLBACK ends the transaction if the COMMIT never ran; after it,
-                        # the outcome is sealed and readable on this very session.
-                        await self.conn.execute(session.ROLLBACK)
-                        return await self._fate(self.conn, files)
-                    self.conn.terminate()
-                return await self._settle_elsewhere(files)
-            finally:
-                del self.feed.inbox[seen:]  # "no transaction in progress" is not the user's
-        return None  # (the shielded scope cannot swallow what it does not catch)
-
-    async def _settle_elsewhere(self, files: Sequence[File]) -> str | None:
-        if self._fresh is None or self._backend_start is None:
-            return None
-        try:
-            with anyio.fail_after(_SETTLE_TIMEOUT):
-                async with self._fresh() as other:
-                    # Our old session may still run it (a partition, a synchronous
-                    # standby): end exactly that session, and the outcome is decided.
-                    while True:
-                        alive = await other.fetchval(
-                            session.END_SESSION, self._backend_pid, self._backend_start
-                        )
-                        if not alive:
-                            break
-                        await anyio.sleep(0.1)  # until the server has ended it
-                    return await self._fate(other, files)
-        except (TimeoutError, AsyncmigError, asyncpg.PostgresError, asyncpg.InterfaceError,
-                OSError):  # fmt: skip
-            return None
-
-    async def _fate(self, conn: Conn, files: Sequence[File]) -> str:
-        statuses = await self.history.statuses(conn, [f.version for f in files])
-        want = "rolled_back" if files[0].direction == "down" else "completed"
-        return "committed" if all(statuses.get(f.version) == want for f in files) else "aborted"
 
     # -- no-transaction files ---------------------------------------------------------
 
@@ -512,14 +425,14 @@ class Runner:
                     self.conn, self.history, sql, f.version, [a.version for a in self.done]
                 )
                 await self.conn.execute(session.RESET)
-                await self.history.record(self.conn, f.version, _ms(t0))
+                await self.history.record(self.conn, f.version, elapsed_ms(t0))
         except BaseException as exc:
             self.sender.prefix = ""
-            await self._fail(failure, exc, t0)
+            await fail(self, failure, exc, t0)
             raise
         finally:
             self.progress.version = self.progress.statement = None
-        await self._finished([f.applied(_ms(t0))])
+        await self.finished([f.applied(elapsed_ms(t0))])
 
     async def _rollback_autocommit(self, f: File) -> None:
         failure = Failure(file=f)
@@ -534,82 +447,14 @@ class Runner:
                 await self.sender.run(f, 0, failure)
                 self.sender.prefix = ""
                 await self.conn.execute(session.RESET)
-                await self.history.record(self.conn, f.version, _ms(t0))
+                await self.history.record(self.conn, f.version, elapsed_ms(t0))
         except BaseException as exc:
             self.sender.prefix = ""
-            await self._fail(failure, exc, t0)
+            await fail(self, failure, exc, t0)
             raise
         finally:
             self.progress.version = self.progress.statement = None
-        await self._finished([f.applied(_ms(t0))])
-
-    # -- failure ----------------------------------------------------------------------
-
-    def _circumstances(self) -> Circumstances:
-        return Circumstances(
-            applied=[d.version for d in self.done],
-            lost_reason=(self.progress.lost_reason or "") if self.progress.lost else None,
-            closed=self.conn.is_closed(),
-            migration_timeout=self.migration_timeout,
-            blockers=self.progress.blockers,
-        )
-
-    async def _fail(
-        self, failure: Failure, exc: BaseException, t0: float, *, uncertain: bool = False
-    ) -> None:
-        """Roll back, record the failure (own transaction, shielded), emit it, raise the
-        typed error. A cancellation is recorded and emitted too, then left to propagate."""
-        f = failure.file
-        assert f is not None
-        error = typed_error(exc, failure, self._circumstances(), uncertain=uncertain)
-        duration = _ms(t0)
-        with anyio.CancelScope(shield=True):
-            if self.feed.inbox:  # what the failing statement said before it failed
-                with _unrecordable():
-                    await self.feed.drain()
-            if not uncertain and not isinstance(error, LockLostError):
-                await self._rollback_and_record(failure, error, duration)
-            await self.emit(
-                MigrationFailed(
-                    version=f.version, migration=f.name, direction=f.direction,
-                    duration_ms=duration,
-                    error=error.to_dict() if error else {"type": "Cancelled",
-                                                          "message": "cancelled"},
-                )
-            )  # fmt: skip
-        if error is not None:
-            raise error from exc
-
-    async def _rollback_and_record(
-        self, failure: Failure, error: AsyncmigError | None, duration: float
-    ) -> None:
-        f = failure.file
-        if f is None or self.conn.is_closed():
-            return
-        seen = len(self.feed.inbox)
-        with anyio.move_on_after(_CLEANUP_TIMEOUT) as scope:
-            try:
-                # ROLLBACK also ends an aborted or half-begun transaction; then the
-                # failure is written as the connecting user, from a clean session.
-                await self.conn.execute(session.ROLLBACK)
-                await self.conn.execute(session.RESET)
-                del self.feed.inbox[seen:]
-                await self.history.record_failure(
-                    self.conn, version=f.version, filename=f.filename,
-                    checksum=f.sql.checksum, duration_ms=int(duration),
-                    statements=len(f.sql.statements),
-                    statements_done=0 if f.transactional else failure.done,
-                    transactional=f.transactional,
-                    message=error.message if error else "cancelled",
-                    sqlstate=getattr(error, "sqlstate", None),
-                    statement_index=failure.index, line=getattr(error, "line", None),
-                    column=getattr(error, "column", None), direction=f.direction,
-                )  # fmt: skip
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
-                # The session is unusable: ending it makes the server roll back.
-                self.conn.terminate()
-        if scope.cancelled_caught:
-            self.conn.terminate()
+        await self.finished([f.applied(elapsed_ms(t0))])
 
 
 # Statements that can switch roles: SET/RESET, and code that may run set_config or
@@ -629,14 +474,3 @@ def _sample_after(timeouts: Sequence[float | None]) -> float:
     blocks it: within half the shortest lock timeout, so a lock wait is seen."""
     limits = [t / 2 for t in timeouts if t]
     return min([1.0, *limits])
-
-
-@contextlib.contextmanager
-def _unrecordable() -> Iterator[None]:
-    """A failure cannot be recorded when the session is gone; the caller still raises."""
-    with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
-        yield
-
-
-def _ms(t0: float) -> float:
-    return (time.perf_counter() - t0) * 1000
