@@ -1,26 +1,25 @@
-"""Run migrations and rollbacks on the lock's connection.
+"""Run migrations and rollbacks on the lock's connection: the entry points and the core.
 
-One core runs a *transactional unit* — one migration, an ``--atomic`` batch, or a group
-of consecutive transactional rollbacks — and one runs a *no-transaction file*:
+The entry points (:meth:`Runner.migrate`, :meth:`Runner.rollback`,
+:meth:`Runner.run_file`) hand each file to one of two paths. This module holds the one
+that runs a *transactional unit* — one migration, an ``--atomic`` batch, or a group of
+consecutive transactional rollbacks; a *no-transaction file* runs in
+:mod:`asyncmig.autocommit`.
 
 * Unit, batched (the default): the whole unit goes as one message, or a few
   (:mod:`asyncmig.batch`): the session reset, ``BEGIN``, each file's ``SET LOCAL``
   timeouts, its statements with a marker before each, the history rows (recorded as
   the connecting user from rows staged when the run began), ``COMMIT``. The markers'
-  NOTICEs arrive while it runs and become the per-statement events; the last one names
-  the statement that failed.
+  NOTICEs arrive while it runs and become the per-statement events (:mod:`asyncmig.feed`);
+  the last one names the statement that failed.
 * Unit, per statement (``batch=False``, and for a file that switches roles, which the
-  markers could not follow): the same, one round trip per statement.
-* No-transaction file: the row is committed as ``running`` first. A statement that may
-  run in a transaction block commits together with its resume point, so a stop
-  anywhere never re-runs it; one that cannot (``CREATE INDEX CONCURRENTLY``) commits on
-  its own, and its resume point right after.
+  markers could not follow): the same, one round trip per statement
+  (:mod:`asyncmig.sender`).
+* Lock retries: a unit whose lock is not granted in time is rolled back quietly and
+  tried again (:mod:`asyncmig.retries`), under the deadline set for its first attempt.
 * Every file starts from a clean session (:mod:`asyncmig.session`).
-* A failure rolls back, then is recorded in a transaction of its own (never lost with
-  the rollback). A COMMIT whose answer did not arrive is settled first, from history on
-  this session after a ``ROLLBACK``, or on a fresh connection after ending this session:
-  a committed unit is reported applied; an unknowable one raises
-  :class:`CommitUncertainError` and records nothing.
+* A failure rolls back, then is recorded in a transaction of its own; a COMMIT whose
+  answer did not arrive is settled first (:mod:`asyncmig.settle`).
 * Deadline: each unit (or no-transaction file) runs under ``anyio.fail_after``; when it
   passes, asyncpg cancels the running statement on the server.
 * Cancellation: the same clean-up runs shielded with its own deadline, then propagates.
@@ -37,20 +36,15 @@ from datetime import datetime
 import anyio
 import asyncpg
 
-from . import indexes, session
+from . import autocommit, session
 from .batch import Segment, build
 from .connection import Conn
-from .events import (
-    Emitter,
-    LockRetry,
-    MigrationFinished,
-)
+from .events import Emitter, LockRetry, MigrationFinished
 from .failures import Failure, File, typed_error
 from .feed import EventFeed
 from .history import History
-from .loader import SqlFile
-from .lock import Progress
 from .models import MigrateStep, RollbackStep
+from .progress import Progress
 from .reports import AppliedMigration
 from .retries import LOCK_NOT_AVAILABLE, RetryPolicy
 from .sender import Sender, elapsed_ms
@@ -64,7 +58,7 @@ from .settle import (
     settle,
     unrecordable,
 )
-from .splitter import Statement
+from .sqlfile import SqlFile
 
 __all__ = ["Runner"]
 
@@ -85,6 +79,11 @@ class Runner:
     ``fresh`` opens another connection, used only to settle a COMMIT whose answer was
     lost with this one. ``done`` lists what this run committed, in order. ``batch``:
     one message per transactional unit (default), or one round trip per statement.
+
+    Besides the entry points, its non-underscore members are what the no-transaction
+    path (:mod:`asyncmig.autocommit`) and the failure path (:mod:`asyncmig.settle`)
+    share with the unit core: the connection and its :class:`Sender`, the deadline,
+    the lock retries, the completion events.
     """
 
     def __init__(
@@ -132,36 +131,18 @@ class Runner:
             if not self.conn.is_in_transaction():
                 await self.conn.execute(session.RESET)
 
-    # -- no-transaction files: statements that commit with their resume point --------
-
-    async def _send_retrying(self, f: File, st: Statement, failure: Failure) -> str:
-        """A statement of a no-transaction file that may run in a transaction block: in
-        one of its own (its resume point commits with it, see the module docstring),
-        with the DDL lock timeout, tried again while its lock is not granted in time.
-        Nothing of it committed before a retry, so nothing runs twice."""
-        directive = f.sql.directives.lock_timeout
-        t0 = time.perf_counter()
-        failure.attempt = 1
-        while True:
-            timeout = self.retry.timeout(failure.attempt, directive)
-            self.sender.prefix += session.BEGIN + session.timeouts(timeout, None, local=True)
-            self.progress.sample_after = _sample_after([timeout])
-            try:
-                return await self.sender.send(st, failure)
-            except asyncpg.PostgresError as exc:
-                if not self._retryable(exc, failure, t0, [f]):
-                    raise
-                pause = self.retry.pause(failure.attempt)
-                await self._lock_retry(failure, [timeout], pause)
-                await anyio.sleep(pause)
-                failure.attempt += 1
+    def sample_locks(self, timeouts: Sequence[float | None]) -> None:
+        """Have the heartbeat sample a running statement's progress and what blocks it
+        within half the shortest lock timeout, so a lock wait is seen."""
+        limits = [t / 2 for t in timeouts if t]
+        self.progress.sample_after = min([1.0, *limits])
 
     def _deadline_at(self) -> float | None:
         if self.migration_timeout and self.migration_timeout > 0:
             return anyio.current_time() + self.migration_timeout
         return None
 
-    def _deadline(self, until: float | None = None) -> contextlib.AbstractContextManager[object]:
+    def deadline(self, until: float | None = None) -> contextlib.AbstractContextManager[object]:
         """The migration's deadline (``until``: one set earlier, shared by retries)."""
         until = until if until is not None else self._deadline_at()
         if until is None:
@@ -198,7 +179,7 @@ class Runner:
             if f.transactional:
                 await self._unit([f])
             else:
-                await self._apply_autocommit(f, step.resume_from)
+                await autocommit.apply(self, f, step.resume_from)
 
     async def rollback(self, steps: Sequence[RollbackStep]) -> None:
         """Undo ``steps`` (newest first): consecutive transactional rollbacks run as one
@@ -215,7 +196,7 @@ class Runner:
             if group:
                 await self._unit(group)
                 group = []
-            await self._rollback_autocommit(f)
+            await autocommit.rollback(self, f)
         if group:
             await self._unit(group)
 
@@ -250,9 +231,9 @@ class Runner:
         while True:
             failure = Failure(file=files[0], attempt=attempt)
             timeouts = [self.retry.timeout(attempt, f.sql.directives.lock_timeout) for f in files]
-            self.progress.sample_after = _sample_after(timeouts)
+            self.sample_locks(timeouts)
             try:
-                with self._deadline(until):
+                with self.deadline(until):
                     await anyio.sleep(pause)
                     if batched:
                         durations = await self._unit_batched(files, failure, timeouts)
@@ -263,9 +244,9 @@ class Runner:
             except BaseException as exc:
                 self.sender.prefix = ""
                 self.feed.tracker = None
-                if self._retryable(exc, failure, t0, files):
+                if self.retryable(exc, failure, t0, files):
                     pause = self.retry.pause(attempt)
-                    await self._lock_retry(failure, timeouts, pause)
+                    await self.lock_retry(failure, timeouts, pause)
                     attempt += 1
                     continue
                 if failure.commit_sent:
@@ -284,7 +265,7 @@ class Runner:
                 self.progress.version = self.progress.statement = None
         await self.finished(results)
 
-    def _retryable(
+    def retryable(
         self, exc: BaseException, failure: Failure, t0: float, files: Sequence[File]
     ) -> bool:
         """A lock not granted in time, attempts and time left, nothing committed."""
@@ -299,7 +280,7 @@ class Runner:
             and time.perf_counter() - t0 < self.retry.deadline
         )
 
-    async def _lock_retry(
+    async def lock_retry(
         self, failure: Failure, timeouts: Sequence[float | None], pause: float
     ) -> None:
         """Roll the attempt back (quietly: it is not a failure yet) and say so."""
@@ -377,85 +358,6 @@ class Runner:
         await self.conn.execute(session.COMMIT)
         return results
 
-    # -- no-transaction files ---------------------------------------------------------
-
-    async def _apply_autocommit(self, f: File, resume_from: int) -> None:
-        sql = f.sql
-        failure = Failure(file=f, done=resume_from)
-        t0 = time.perf_counter()
-        await self.feed.started(f)
-        try:
-            with self._deadline():
-                await self.conn.execute(session.RESET)
-                await self.history.record_running(
-                    self.conn, version=f.version, filename=f.filename,
-                    checksum=sql.checksum, statements=len(sql.statements),
-                    statements_done=resume_from,
-                    rollback_sql=f.rollback.text if f.rollback else None,
-                    rollback_checksum=f.rollback.checksum if f.rollback else None,
-                )  # fmt: skip
-                if resume_from:
-                    await self.history.log(
-                        self.conn, "resume", version=f.version, filename=f.filename,
-                        checksum=sql.checksum,
-                        detail=f'{{"from_statement": {resume_from + 1}}}',
-                    )  # fmt: skip
-                if self.rebuild_invalid:
-                    await indexes.rebuild_before(
-                        self.conn, self.history, self.emit, sql, resume_from
-                    )
-                d = sql.directives
-                self.sender.prefix = session.timeouts(
-                    d.lock_timeout, d.statement_timeout, local=False
-                )
-
-                async def step(st: Statement, number: int) -> str:
-                    commit = self.history.progress_commit_sql(f.version, number)
-                    if st.no_transaction:
-                        status = await self.sender.send(st, failure)
-                        await self.conn.execute(session.BEGIN + commit)
-                    else:
-                        status = await self._send_retrying(f, st, failure)
-                        await self.conn.execute(commit)
-                    return status
-
-                await self.sender.run(f, resume_from, failure, step=step)
-                self.sender.prefix = ""
-                await indexes.check_after(
-                    self.conn, self.history, sql, f.version, [a.version for a in self.done]
-                )
-                await self.conn.execute(session.RESET)
-                await self.history.record(self.conn, f.version, elapsed_ms(t0))
-        except BaseException as exc:
-            self.sender.prefix = ""
-            await fail(self, failure, exc, t0)
-            raise
-        finally:
-            self.progress.version = self.progress.statement = None
-        await self.finished([f.applied(elapsed_ms(t0))])
-
-    async def _rollback_autocommit(self, f: File) -> None:
-        failure = Failure(file=f)
-        t0 = time.perf_counter()
-        await self.feed.started(f)
-        try:
-            with self._deadline():
-                d = f.sql.directives
-                self.sender.prefix = session.RESET + session.timeouts(
-                    d.lock_timeout, d.statement_timeout, local=False
-                )
-                await self.sender.run(f, 0, failure)
-                self.sender.prefix = ""
-                await self.conn.execute(session.RESET)
-                await self.history.record(self.conn, f.version, elapsed_ms(t0))
-        except BaseException as exc:
-            self.sender.prefix = ""
-            await fail(self, failure, exc, t0)
-            raise
-        finally:
-            self.progress.version = self.progress.statement = None
-        await self.finished([f.applied(elapsed_ms(t0))])
-
 
 # Statements that can switch roles: SET/RESET, and code that may run set_config or
 # EXECUTE (an INSERT's megabytes of values are never searched).
@@ -467,10 +369,3 @@ def _switches_role(sql: SqlFile) -> bool:
         st.keyword.partition(" ")[0] in _MAY_SWITCH and _SWITCHES_ROLE.search(st.text)
         for st in sql.statements
     )
-
-
-def _sample_after(timeouts: Sequence[float | None]) -> float:
-    """How long a statement runs before the heartbeat samples its progress and what
-    blocks it: within half the shortest lock timeout, so a lock wait is seen."""
-    limits = [t / 2 for t in timeouts if t]
-    return min([1.0, *limits])
